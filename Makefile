@@ -1,0 +1,34 @@
+# Two commands: `make book` builds the book, `make test` runs every check.
+# Both create a local virtual environment (.venv) and install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Single-threaded BLAS: numpy/scipy's OpenBLAS with 2 threads has been seen running
+# hundreds of times slower while another process is busy on a 2-core machine.
+export OPENBLAS_NUM_THREADS := 1
+# Lets the Jupyter server that executes notebooks start even when run as root.
+export JUPYTER_CONFIG_DIR := $(CURDIR)/book_config
+# Notebooks turn NUTS progress bars off in non-interactive runs.
+export CI ?= true
+
+.PHONY: install book test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/python scripts/build_book.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf _build notebooks/artifacts
