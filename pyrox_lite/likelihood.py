@@ -24,6 +24,7 @@ from jax.typing import ArrayLike
 from numpyro.distributions import Distribution, constraints
 
 from ._checks import as_float, check_data
+from .params import one_call
 
 __all__ = ["JITTER", "gp_log_marginal", "GPMarginal", "GPPrediction", "predict"]
 
@@ -165,11 +166,12 @@ def predict(
     x, y = check_data(x, y)
     x_test, _ = check_data(x_test)
     noise = as_float(noise)
-    cov = kernel(x, x) + (noise**2 + jitter) * jnp.eye(x.shape[0], dtype=x.dtype)
-    chol = jnp.linalg.cholesky(cov)
-    k_tx = kernel(x_test, x)
+    with one_call():  # a kernel that registers NumPyro sites does so once
+        k_xx = kernel(x, x)
+        k_tx = kernel(x_test, x)
+        k_tt = jax.vmap(lambda t: kernel(t[None], t[None])[0, 0])(x_test)
+    chol = jnp.linalg.cholesky(k_xx + (noise**2 + jitter) * jnp.eye(x.shape[0], dtype=x.dtype))
     mean = k_tx @ jsl.cho_solve((chol, True), y)
     v = jsl.solve_triangular(chol, k_tx.T, lower=True)
-    k_tt = jax.vmap(lambda t: kernel(t[None], t[None])[0, 0])(x_test)
     var_f = k_tt - jnp.sum(v**2, axis=0)
     return GPPrediction(mean, var_f, var_f + noise**2)

@@ -20,10 +20,11 @@ stay ordinary immutable pytrees under ``jit``, ``vmap``, ``grad``, ``tree_map``,
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import equinox as eqx
 import numpy as np
@@ -35,7 +36,7 @@ from numpyro.distributions.constraints import Constraint
 
 from ._checks import as_float, concrete
 
-__all__ = ["PyroxModule", "pyrox_method", "PyroxParam", "Parameterized"]
+__all__ = ["PyroxModule", "pyrox_method", "one_call", "PyroxParam", "Parameterized"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +51,23 @@ def _inside_handler() -> bool:
     return bool(numpyro.primitives._PYRO_STACK)
 
 
+@contextlib.contextmanager
+def one_call() -> Iterator[None]:
+    """Treat everything inside the block as one call: each site is registered once.
+
+    :func:`pyrox_method` uses this; so does :func:`pyrox_lite.predict`, which
+    evaluates its kernel several times. Nested blocks share the outermost cache.
+    """
+    if _CALL_SITES.get() is not None:
+        yield
+        return
+    token = _CALL_SITES.set({})
+    try:
+        yield
+    finally:
+        _CALL_SITES.reset(token)
+
+
 def pyrox_method(fn: F) -> F:
     """Decorate a :class:`PyroxModule` method so that one call registers each site once.
 
@@ -59,13 +77,8 @@ def pyrox_method(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _CALL_SITES.get() is not None:
+        with one_call():
             return fn(self, *args, **kwargs)
-        token = _CALL_SITES.set({})
-        try:
-            return fn(self, *args, **kwargs)
-        finally:
-            _CALL_SITES.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
