@@ -36,12 +36,15 @@ def check_positive(x: ArrayLike, name: str) -> None:
         raise ValueError(f"`{name}` must be positive; got {value}.")
 
 
-def check_data(x: ArrayLike, y: ArrayLike | None = None) -> tuple[Array, Array | None]:
-    """Validate training data: ``x`` of shape ``(N,)`` or ``(N, D)``, ``y`` of shape ``(N,)``."""
+def check_data(
+    x: ArrayLike, y: ArrayLike | None = None, *, x_name: str = "x"
+) -> tuple[Array, Array | None]:
+    """Validate data: ``x`` of shape ``(N,)`` or ``(N, D)``, ``y`` of shape ``(N,)``.
+    ``x_name`` is the name errors give ``x`` (for example ``"x_test"``)."""
     x = as_float(x)
     if x.ndim not in (1, 2):
-        raise ValueError(f"`x` must have shape (N,) or (N, D); got shape {x.shape}.")
-    check_finite(x, "x")
+        raise ValueError(f"`{x_name}` must have shape (N,) or (N, D); got shape {x.shape}.")
+    check_finite(x, x_name)
     if y is None:
         return x, None
     y = as_float(y)
@@ -53,3 +56,12 @@ def check_data(x: ArrayLike, y: ArrayLike | None = None) -> tuple[Array, Array |
         )
     check_finite(y, "y")
     return x, y
+
+
+def check_same_features(x: Array, x_test: Array) -> None:
+    """Raise unless ``x`` and ``x_test`` have the same number of features (``(N,)`` counts as one)."""
+    d, d_test = (1 if a.ndim == 1 else a.shape[1] for a in (x, x_test))
+    if d != d_test:
+        raise ValueError(
+            f"`x_test` must have the same number of features as `x`; got {d_test} and {d}."
+        )

@@ -17,6 +17,7 @@ import math
 from typing import Callable, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
@@ -53,11 +54,24 @@ def scaled_sqdist(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike) -> Array
     return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
 
 
+@jax.custom_jvp
 def _safe_sqrt(r2: Array) -> Array:
-    # sqrt has an infinite derivative at 0; the Matern kernels are smooth there,
-    # so route the zero entries around the sqrt to keep gradients finite.
-    positive = r2 > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, r2, 1.0)), 0.0)
+    """``sqrt(r2)`` whose derivative is 0 instead of infinite where ``r2 == 0``.
+
+    The Matern kernels are smooth at r = 0 and ``r2`` has zero derivative there, so
+    the product should be 0, not ``inf * 0``. Only the derivative is special-cased:
+    the value stays a plain ``sqrt`` (a double-``where`` on the value was seen to
+    produce NaN gradients under ``jit(vmap(grad(...)))`` on CPU).
+    """
+    return jnp.sqrt(r2)
+
+
+@_safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    (r2,), (dr2,) = primals, tangents
+    r = jnp.sqrt(r2)
+    positive = r > 0
+    return r, jnp.where(positive, 0.5 * dr2 / jnp.where(positive, r, 1.0), 0.0)
 
 
 def rbf(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, amplitude: ArrayLike) -> Array:
