@@ -14,7 +14,7 @@ export JUPYTER_CONFIG_DIR := $(CURDIR)/book_config
 # Notebooks turn NUTS progress bars off in non-interactive runs.
 export CI ?= true
 
-.PHONY: install book test clean
+.PHONY: install book test bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,17 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Times the models (a few minutes) and rewrites benchmarks/results.json, which the
+# performance page renders. Run it on an otherwise idle machine.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf _build notebooks/artifacts

