@@ -127,13 +127,15 @@ def flat_gradient(name: str, grad) -> np.ndarray:
 def check_agreement(compiled: dict, args: dict) -> float:
     """Every model's potential and gradient equal the floor's; returns the largest relative gap."""
     value, grad = compiled["floor"](args["floor"])
-    worst = 0.0
+    worst = abs(float(compiled["value"](args["value"])) - float(value)) / abs(float(value))
     for name, fn in compiled.items():
         if name in ("floor", "value"):
             continue
         v, g = fn(args[name])
-        gap = max(abs(float(v) - float(value)) / abs(float(value)),
-                  float(np.max(np.abs(flat_gradient(name, g) - np.asarray(grad))) / np.max(np.abs(grad))))
+        gap = max(
+            abs(float(v) - float(value)) / abs(float(value)),
+            float(np.max(np.abs(flat_gradient(name, g) - np.asarray(grad))) / np.max(np.abs(grad))),
+        )
         if gap > 1e-8:
             raise AssertionError(f"{name} disagrees with the floor by {gap:.1e}: not the same model")
         worst = max(worst, gap)
@@ -153,6 +155,19 @@ def count_primitives(fn, arg, names=("cholesky", "triangular_solve", "dot_genera
 
     walk(jax.make_jaxpr(fn)(arg).jaxpr)
     return counts
+
+
+def run_delay_s() -> float:
+    """Seconds this process's threads have spent runnable but waiting for their CPU (Linux
+    schedstat): mostly the time other work on the machine took from the benchmark, plus a
+    few percent of XLA's own threads waiting for each other on the one CPU."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
 
 
 def time_call(fn, arg) -> float:
@@ -359,15 +374,20 @@ def main() -> None:
 
     started = time.time()
     load = {"start": os.getloadavg()}
+    waited = {}
     grad = {}
     for n in sizes:
         print(f"gradients at N={n} ...", flush=True)
+        wall, delay = time.perf_counter(), run_delay_s()
         grad[n] = gradient_costs(n, budget=BUDGET_S[n] * (0.25 if args.quick else 1.0))
+        waited[f"gradients N={n}"] = (run_delay_s() - delay) / (time.perf_counter() - wall)
         grad[n]["load"] = os.getloadavg()
     grad_100 = potentials(100)
     primitives = {name: count_primitives(fn, arg) for name, (fn, arg) in grad_100.items()}
     print("NUTS ...", flush=True)
+    wall, delay = time.perf_counter(), run_delay_s()
     nuts = nuts_runs((*PATTERNS, *PEERS), chains, warmup, draws)
+    waited["NUTS"] = (run_delay_s() - delay) / (time.perf_counter() - wall)
     load["end"] = os.getloadavg()
 
     print_table(grad, nuts)
@@ -378,6 +398,7 @@ def main() -> None:
         "duration_s": time.time() - started,
         "machine": machine(),
         "load_average": load,
+        "waited_fraction": waited,
         "theta": dict(zip(models.NAMES, THETA.tolist())),
         "labels": LABELS,
         "gradient": {str(n): res for n, res in grad.items()},
@@ -389,6 +410,7 @@ def main() -> None:
         args.output.write_text(json.dumps(results, indent=1) + "\n")
         print(f"\nwrote {args.output}")
     print(f"load average: start {load['start']}, end {load['end']}; {time.time() - started:.0f} s in all")
+    print("fraction of each phase spent waiting for the CPU:", {k: round(v, 3) for k, v in waited.items()})
 
 
 if __name__ == "__main__":
