@@ -196,7 +196,7 @@ def predict(
     r"""Exact GP posterior predictive at ``x_test`` for fixed hyperparameters.
 
     With :math:`C = K_{XX} + (\sigma^2 + \text{jitter}) I = LL^\top`:
-    mean :math:`K_{*X} C^{-1} y`, :math:`\operatorname{var} f_* = k_{**} - \lVert L^{-1} K_{X*} \rVert^2`,
+    mean :math:`K_{*X} C^{-1} y = (L^{-1} K_{X*})^\top L^{-1} y`, :math:`\operatorname{var} f_* = k_{**} - \lVert L^{-1} K_{X*} \rVert^2`,
     :math:`\operatorname{var} y_* = \operatorname{var} f_* + \sigma^2`.
 
     Args:
@@ -217,7 +217,10 @@ def predict(
         k_tx = kernel(x_test, x)
         k_tt = jax.vmap(lambda t: kernel(t[None], t[None])[0, 0])(x_test)
     chol = jnp.linalg.cholesky(k_xx + (noise**2 + jitter) * jnp.eye(x.shape[0], dtype=x.dtype))
-    mean = k_tx @ jsl.cho_solve((chol, True), y)
-    v = jsl.solve_triangular(chol, k_tx.T, lower=True)
+    # One triangular solve serves both moments: with w = L^{-1} y and V = L^{-1} K_{X*},
+    # the mean K_{*X} C^{-1} y is V^T w and the variance reduction is the column norms of V.
+    solved = jsl.solve_triangular(chol, jnp.concatenate([y[:, None], k_tx.T], axis=1), lower=True)
+    w, v = solved[:, 0], solved[:, 1:]
+    mean = v.T @ w
     var_f = k_tt - jnp.sum(v**2, axis=0)
     return GPPrediction(mean, var_f, var_f + noise**2)

@@ -69,7 +69,10 @@ def log_joint(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
 # -- quadrature ------------------------------------------------------------------------
 
 
-def _log_posterior_u(axes: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+Axes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _log_posterior_u(axes: Axes, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Unnormalised ``log p(u | y)`` on the grid ``axes`` of ``u = log theta``, shape ``(n0, n1, n2)``.
 
     With ``E = exp(-D / (2 lengthscale**2)) = Q diag(lam) Q^T``, the covariance is
@@ -156,7 +159,7 @@ def find_box(x: np.ndarray, y: np.ndarray, width: float = 6.0, n: int = 24) -> B
 class Quadrature:
     """Posterior marginals on a grid and what the tests read from them."""
 
-    axes: tuple[np.ndarray, np.ndarray, np.ndarray]
+    axes: Axes
     log_density: np.ndarray
     """Normalised ``log p(u | y)`` on the grid (so that ``sum(exp) * cell volume == 1``)."""
 
@@ -243,7 +246,9 @@ def summarize_quadrature(q: Quadrature) -> dict[str, Summary]:
     }
 
 
-def standardized_differences(a: Mapping[str, Summary], b: Mapping[str, Summary]) -> dict[tuple[str, str], float]:
+def standardized_differences(
+    a: Mapping[str, Summary], b: Mapping[str, Summary]
+) -> dict[tuple[str, str], float]:
     """``|a - b| / sqrt(se_a**2 + se_b**2)`` for every hyperparameter and statistic."""
     out = {}
     for name in NAMES:

@@ -140,8 +140,10 @@ def test_gram_and_covariance_shapes():
         gp_log_marginal(Y, np.eye(5))
     with pytest.raises(ValueError, match=r"`cov` must have shape"):
         gp_log_marginal(Y, np.ones(6))
-    with pytest.raises(ValueError, match=r"`cov` must have shape"):
+    with pytest.raises(ValueError, match=r"observations must have 6 entries, one per row of `gram`"):
         GPMarginal(np.eye(6), 0.1).log_prob(Y[:5])
+    with pytest.raises(ValueError, match=r"`y` contains 1 NaN"):
+        GPMarginal(np.eye(6), 0.1).log_prob(np.where(np.arange(6) == 2, np.nan, 1.0))
 
 
 # ---------------------------------------------------------------------------
