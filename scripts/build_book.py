@@ -27,10 +27,12 @@ Executed notebooks run with the notebook's own folder as working directory.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,7 +92,7 @@ def build_env() -> dict[str, str]:
 
 
 def check_tools(env: dict[str, str]) -> None:
-    missing = [m for m in ("jupyter_book", "jupyter_server", "ipykernel") if not _importable(m)]
+    missing = [m for m in ("jupyter_book", "jupyter_server", "ipykernel") if importlib.util.find_spec(m) is None]
     if missing:
         raise BuildError(
             f"{sys.executable} lacks {', '.join(missing)}: run `make book`, or "
@@ -105,26 +107,32 @@ def check_tools(env: dict[str, str]) -> None:
         )
 
 
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 def jupyter_book(args: list[str], cwd: Path, env: dict[str, str], echo: bool) -> tuple[int, str]:
-    """Run ``jupyter-book build ARGS`` in ``cwd``; return its exit status and log."""
+    """Run ``jupyter-book build ARGS`` in ``cwd``; return its exit status and log.
+
+    Jupyter Book leaves the Jupyter server it started running when it exits with an
+    error (as it does offline), so the run gets a process group of its own, and
+    whatever is left of that group is stopped afterwards (or on Ctrl-C).
+    """
     cmd = [sys.executable, "-m", "jupyter_book", "build", *args]
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, errors="replace",
+        stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
     )
     lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if echo and not line.startswith("Starting WebSocket"):
-            print(line, end="", flush=True)
-    return proc.wait(), "".join(lines)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if echo and not line.startswith("Starting WebSocket"):
+                print(line, end="", flush=True)
+        return proc.wait(), "".join(lines)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def read_pages(content: Path) -> dict[str, dict]:
@@ -253,12 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-html", action="store_true", help="build the site content only")
     args = parser.parse_args(argv)
+    # Stopped from outside: unwind, so that the jupyter-book run is stopped with us.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     start = time.perf_counter()
     try:
         verdict = build(html=not args.no_html)
     except BuildError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     print(f"\n{verdict} ({time.perf_counter() - start:.0f} s)")
     return 0
 
