@@ -157,17 +157,19 @@ def count_primitives(fn, arg, names=("cholesky", "triangular_solve", "dot_genera
     return counts
 
 
-def run_delay_s() -> float:
-    """Seconds this process's threads have spent runnable but waiting for their CPU (Linux
-    schedstat): mostly the time other work on the machine took from the benchmark, plus a
-    few percent of XLA's own threads waiting for each other on the one CPU."""
-    total = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / 1e9
+def cpu_seconds() -> tuple[float, float, float]:
+    """(wall clock, CPU seconds used by the whole machine, CPU seconds used by this process)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle, iowait
+    own = os.times()
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def other_load(before: tuple[float, float, float]) -> float:
+    """CPUs kept busy by other processes since ``before``, on average: 0 on an idle machine,
+    1 when other work used one whole core throughout."""
+    after = cpu_seconds()
+    return ((after[1] - before[1]) - (after[2] - before[2])) / (after[0] - before[0])
 
 
 def time_call(fn, arg) -> float:
@@ -374,20 +376,19 @@ def main() -> None:
 
     started = time.time()
     load = {"start": os.getloadavg()}
-    waited = {}
+    others = {}
     grad = {}
     for n in sizes:
         print(f"gradients at N={n} ...", flush=True)
-        wall, delay = time.perf_counter(), run_delay_s()
+        before = cpu_seconds()
         grad[n] = gradient_costs(n, budget=BUDGET_S[n] * (0.25 if args.quick else 1.0))
-        waited[f"gradients N={n}"] = (run_delay_s() - delay) / (time.perf_counter() - wall)
-        grad[n]["load"] = os.getloadavg()
+        others[f"gradients, N = {n}"] = other_load(before)
     grad_100 = potentials(100)
     primitives = {name: count_primitives(fn, arg) for name, (fn, arg) in grad_100.items()}
     print("NUTS ...", flush=True)
-    wall, delay = time.perf_counter(), run_delay_s()
+    before = cpu_seconds()
     nuts = nuts_runs((*PATTERNS, *PEERS), chains, warmup, draws)
-    waited["NUTS"] = (run_delay_s() - delay) / (time.perf_counter() - wall)
+    others["NUTS"] = other_load(before)
     load["end"] = os.getloadavg()
 
     print_table(grad, nuts)
@@ -398,7 +399,7 @@ def main() -> None:
         "duration_s": time.time() - started,
         "machine": machine(),
         "load_average": load,
-        "waited_fraction": waited,
+        "other_load": others,
         "theta": dict(zip(models.NAMES, THETA.tolist())),
         "labels": LABELS,
         "gradient": {str(n): res for n, res in grad.items()},
@@ -410,7 +411,7 @@ def main() -> None:
         args.output.write_text(json.dumps(results, indent=1) + "\n")
         print(f"\nwrote {args.output}")
     print(f"load average: start {load['start']}, end {load['end']}; {time.time() - started:.0f} s in all")
-    print("fraction of each phase spent waiting for the CPU:", {k: round(v, 3) for k, v in waited.items()})
+    print("CPUs busy with other work, per phase:", {k: round(v, 2) for k, v in others.items()})
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ jax.config.update("jax_enable_x64", True)
 RTOL = 1e-8
 THETA = np.array([1.3, 0.9, 0.12])  # lengthscale, amplitude, noise
 NAMES = ("lengthscale", "amplitude", "noise")
-# Sizes below, at and above the leaf size of the blocked inverse, odd splits included.
-SIZES = (1, 5, 64, 65, 150)
+# Sizes below, at and above the 64-row blocks of the blocked inverse, odd splits included;
+# at 1100 the recursion stops after four halvings with blocks of 68 and 69 rows.
+SIZES = (1, 5, 64, 65, 150, 1100)
 
 
 def assert_rel(got, want, rtol: float = RTOL, what: str = "") -> None:
