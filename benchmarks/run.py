@@ -14,13 +14,16 @@ What is measured (models in benchmarks/models.py; all share one log density):
 (a) The NUTS potential's value and gradient over unconstrained θ, jitted, for
     the three patterns, the bare-``jax.numpy`` autodiff floor, NumPyro's GP example
     style, tinygp and GPJax, at N = 100, 500, 1000, 2000: median wall time of
-    single calls with ``block_until_ready``, the models interleaved round by round
-    so that a change in machine load hits them alike.
-(b) NUTS on the book's data (N = 100): each model's whole chain (warmup and
-    sampling, ``sample_kernel`` in a ``lax.scan``) is lowered and compiled once,
-    timed as compile time, then the compiled chain runs for each of four chains;
-    the wall time excludes compilation. ESS is ArviZ's bulk ESS, the minimum over
-    the three hyperparameters; ESS/s divides it by the total wall time.
+    single calls with ``block_until_ready``, two compilations of each model, all
+    interleaved round by round so that a change in machine load hits them alike;
+    a ratio between two models is the median of the ratios of their calls in the
+    same round.
+(b) NUTS on the book's data (N = 100): each model's whole chain (warm-up and
+    sampling, NUTS's ``sample`` in a ``lax.scan``) is compiled ahead of time, three
+    times, the median being the compile time; the compiled chain then runs from four
+    starting points, chain c of every model before chain c + 1 of any, and the wall
+    time excludes compilation. ESS is ArviZ's bulk ESS, the minimum over the three
+    hyperparameters; ESS/s divides it by the total wall time of the four chains.
 (c) Scaling: (a) against N, and the peak memory of each compiled gradient at
     N = 2000 from XLA's buffer assignment (``compiled.memory_analysis()``:
     arguments + outputs + temporaries; LAPACK's internal workspace is not counted).
@@ -74,6 +77,7 @@ import models  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results.json"
 SIZES = (100, 500, 1000, 2000)
 BUDGET_S = {100: 6.0, 500: 10.0, 1000: 30.0, 2000: 60.0}  # timing seconds per size in (a)
+INSTANCES = 2  # separate compilations of each model in (a)
 THETA = np.array([1.0, 1.0, 0.1])  # lengthscale, amplitude, noise: where gradients are timed
 PATTERNS = ("pattern1", "pattern2", "pattern3")
 PEERS = ("numpyro_example", "tinygp", "gpjax")
@@ -181,30 +185,34 @@ def time_call(fn, arg) -> float:
 def gradient_costs(n: int, budget: float) -> dict:
     """Compile every model's value-and-gradient at size n, then time them interleaved.
 
-    One round calls each model once, so a burst of load from elsewhere on the machine
-    lands on all of them alike; rounds repeat until ``budget`` seconds are spent (and at
-    least seven times).
+    Each model is compiled INSTANCES times from a fresh trace: two compilations of one
+    program can differ in speed by a percent or two (where code and buffers land in
+    memory), and pooling the calls of both keeps that out of the comparison. One round
+    calls every instance once, so a burst of load from elsewhere on the machine lands on
+    all models alike; rounds repeat until ``budget`` seconds are spent (at least seven).
     """
-    fns = potentials(n)
-    compiled, compile_s, memory = {}, {}, {}
-    for name, (fn, arg) in fns.items():
-        start = time.perf_counter()
-        compiled[name] = jax.jit(fn).lower(arg).compile()
-        compile_s[name] = time.perf_counter() - start
-        mem = compiled[name].memory_analysis()
-        memory[name] = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
-    args = {name: arg for name, (_, arg) in fns.items()}
-    agreement = check_agreement(compiled, args)
-    samples = {name: [] for name in compiled}
-    names = list(compiled)
+    compiled, compile_s, memory, args = {}, {}, {}, {}
+    for instance in range(INSTANCES):
+        for name, (fn, arg) in potentials(n).items():
+            start = time.perf_counter()
+            compiled[name, instance] = jax.jit(fn).lower(arg).compile()
+            compile_s.setdefault(name, []).append(time.perf_counter() - start)
+            mem = compiled[name, instance].memory_analysis()
+            memory[name] = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
+            args[name] = arg
+    agreement = check_agreement({name: compiled[name, 0] for name in args}, args)
+    samples = {name: [] for name in args}
+    keys, order = list(compiled), np.random.default_rng(n)
     start, rounds = time.perf_counter(), 0
     while time.perf_counter() - start < budget or rounds < 7:
-        # Each round starts one model later than the last, so no model always follows the same one.
-        for name in names[rounds % len(names):] + names[: rounds % len(names)]:
-            samples[name].append(time_call(compiled[name], args[name]))
+        # A fresh order every round: what runs just before a call (and what it left in
+        # the caches and the allocator) changes from round to round for every model.
+        for i in order.permutation(len(keys)):
+            name, instance = keys[i]
+            samples[name].append(time_call(compiled[name, instance], args[name]))
         rounds += 1
     result = {}
-    # Ratios from calls made side by side in the same round: robust to slow drifts of load.
+    # Ratios of calls made in the same round: robust to slow drifts of load.
     paired = lambda a, b: float(np.median(np.asarray(samples[a]) / np.asarray(samples[b])))  # noqa: E731
     for name, times in samples.items():
         t = np.asarray(times) * 1e6
@@ -215,10 +223,10 @@ def gradient_costs(n: int, budget: float) -> dict:
             "q25_us": float(np.percentile(t, 25)),
             "q75_us": float(np.percentile(t, 75)),
             "calls": len(t),
-            "compile_s": compile_s[name],
+            "compile_s": float(np.median(compile_s[name])),
             "memory_bytes": memory[name],
         }
-    return {"models": result, "agreement": agreement}
+    return {"models": result, "agreement": agreement, "rounds": rounds}
 
 
 # ---------------------------------------------------------------------------
