@@ -43,3 +43,9 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf _build notebooks/artifacts
+
+# Checks that every external link of the book resolves (needs internet; a broken link is
+# an error, and --strict turns errors into a non-zero exit). The weekly workflow runs it.
+.PHONY: linkcheck
+linkcheck: $(STAMP)
+	$(BIN)/python -m jupyter_book build --site --check-links --strict
