@@ -34,13 +34,33 @@ def page_text() -> str:
     return PAGE.read_text(encoding="utf-8")
 
 
-def entries() -> list[tuple[str, str, str]]:
-    """(qualified name, "call" or "constant", argument list or value) of every documented line."""
-    found = []
-    for block in FENCE.findall(page_text()):
-        for line in block.strip().splitlines():
+def signatures(block: str) -> list[str]:
+    """The documented entries of one code block, each on one line.
+
+    An entry starts on a line that begins with ``pyrox_lite.`` and, when its argument list
+    is wrapped, runs on until its parentheses close; the lines are joined with spaces.
+    """
+    found, current = [], None
+    for line in block.strip().splitlines():
+        if current is None:
             if not line.startswith("pyrox_lite."):
                 continue
+            current = line.strip()
+        else:
+            current += " " + line.strip()
+        if current.count("(") <= current.count(")"):
+            found.append(re.sub(r"\(\s+", "(", re.sub(r",?\s+\)$", ")", current)))
+            current = None
+    if current is not None:
+        raise AssertionError(f"api.md: the entry {current!r} never closes its parentheses")
+    return found
+
+
+def entries() -> list[tuple[str, str, str]]:
+    """(qualified name, "call" or "constant", argument list or value) of every documented entry."""
+    found = []
+    for block in FENCE.findall(page_text()):
+        for line in signatures(block):
             if m := CALL.match(line):
                 found.append((m[1], "call", m[2]))
             elif m := CONSTANT.match(line):
@@ -161,3 +181,10 @@ def test_every_entry_says_what_it_is_for() -> None:
         assert paragraph and not paragraph.startswith(("```", "#", "(")), (
             f"no description after the block {m[1].strip().splitlines()[0]!r}"
         )
+
+
+def test_wrapped_entries_are_read_whole() -> None:
+    block = "pyrox_lite.f(\n    a,\n    b=PyroxParam(1.0),\n    *,\n    c=None,\n)\npyrox_lite.g(x)\n"
+    assert signatures(block) == ["pyrox_lite.f(a, b=PyroxParam(1.0), *, c=None)", "pyrox_lite.g(x)"]
+    with pytest.raises(AssertionError, match="never closes"):
+        signatures("pyrox_lite.f(\n    a,\n")

@@ -1,0 +1,91 @@
+"""The comparison and variational pages, and the API page, as committed: text that renders
+everywhere and fits the site's column.
+
+* Math is standard LaTeX: none of the shorthand macros (``\\thetab``, ``\\y``, ...) that only a
+  book configuration could define, so the pages read the same in JupyterLab, VS Code and the
+  site's search results.
+* Code fits the column: lines of at most 88 characters, and at most 70 in the comparison's
+  side-by-side model cells; figures at most 7 in wide, drawn with the book's style and no
+  font sizes of their own.
+* Notebooks are committed without outputs or execution counts, with unique cell ids.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = [ROOT / "notebooks" / "04_comparison.ipynb", ROOT / "notebooks" / "05_variational.ipynb"]
+MACROS = re.compile(
+    r"\\(thetab|y|f|X|lengthscale|amp|noise|jitter|kernel|Kxx|Kxxt|Cov|GP|Normal|LogNormal|Id)"
+    r"(?![A-Za-z])"
+)
+FIGSIZE = re.compile(r"figsize=\(\s*([0-9.]+)\s*,")
+MODEL_CELLS = re.compile(r"^(def model_\d|class RBFKernel|kernel_\w+ = |def bridge_model)", re.MULTILINE)
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def code_lines(cell: dict) -> list[str]:
+    """The lines a reader sees: cell options (``#| ...``) are not shown."""
+    return [line for line in source(cell).splitlines() if not line.startswith("#|")]
+
+
+def macros_in(text: str) -> list[str]:
+    return sorted({m.group(0) for m in MACROS.finditer(text)})
+
+
+def test_macro_pattern_finds_macros_and_spares_latex() -> None:
+    assert macros_in(r"$p(\thetab \mid \y)$, $\Normal(0, 1)$, $\amp^2$") == [r"\Normal", r"\amp", r"\thetab", r"\y"]
+    assert macros_in(r"$\frac{1}{2}\, \mathbf{y}, \boldsymbol{\theta}, \sigma_n, \ell, \alpha, \Id_2$") == [r"\Id"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_math_is_plain_latex(path: Path) -> None:
+    found = {c["id"]: macros_in(source(c)) for c in cells(path) if c["cell_type"] == "markdown"}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_api_page_math_is_plain_latex() -> None:
+    assert macros_in((ROOT / "api.md").read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path: Path) -> None:
+    code = [c for c in cells(path) if c["cell_type"] == "code"]
+    assert [c["id"] for c in code if c.get("outputs") or c.get("execution_count")] == []
+    ids = [c.get("id") for c in cells(path)]
+    assert None not in ids and len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_fits_the_column(path: Path) -> None:
+    long = [(c["id"], line) for c in cells(path) if c["cell_type"] == "code"
+            for line in code_lines(c) if len(line) > 88]
+    assert long == []
+
+
+def test_comparison_model_cells_fit_narrower() -> None:
+    models = [c for c in cells(NOTEBOOKS[0]) if c["cell_type"] == "code" and MODEL_CELLS.search(source(c))]
+    assert len(models) == 4, [c["id"] for c in models]
+    long = [(c["id"], line) for c in models for line in code_lines(c) if len(line) > 70]
+    assert long == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_use_the_book_style(path: Path) -> None:
+    code = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "code")
+    assert 'plt.style.use("pyrox_book.mplstyle")' in code
+    widths = [float(w) for w in FIGSIZE.findall(code)]
+    assert widths and max(widths) <= 7.0, widths
+    assert "fontsize" not in code and "labelsize" not in code and "textsize" not in code
