@@ -1,6 +1,7 @@
 """Benchmark the book's GP model: per-gradient cost, NUTS efficiency, scaling, memory.
 
-Run from the repository root, in one process (about six minutes on two cores):
+Run from the repository root, in one process (about six minutes on two cores, plus a
+few minutes for Stan's C++ compile):
 
     make bench                      # or: .venv/bin/python benchmarks/run.py
 
@@ -176,11 +177,12 @@ def count_primitives(fn, arg, names=("cholesky", "triangular_solve", "dot_genera
 
 
 def cpu_seconds() -> tuple[float, float, float]:
-    """(wall clock, CPU seconds used by the whole machine, CPU seconds used by this process)."""
+    """(wall clock, CPU seconds used by the whole machine, CPU seconds used by this process
+    and its children: Stan's compiler and sampling workers)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle, iowait
     own = os.times()
-    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + stan_peer.children_cpu_seconds()
 
 
 def other_load(before: tuple[float, float, float]) -> float:
@@ -509,6 +511,13 @@ def print_table(grad: dict, nuts: dict) -> None:
             f"{LABELS[name]:30s}{compile_s:10.2f}{r['wall_s']:8.2f}{r['min_ess']:9.0f}"
             f"{r['ess_per_s']:8.0f}{r['ess_per_s'] / base:10.2f}x{r['leapfrog_per_draw']:7.1f}"
             f"{r['us_per_gradient']:9.0f}{r['divergences']:5d}"
+        )
+    if "stan" in nuts:
+        r = nuts["stan"]
+        print(
+            f"Stan: run time is Stan's own clock; the pystan calls took {r['call_wall_s']:.2f} s "
+            f"(ESS/s {r['ess_per_call_s']:.0f}); its workers used {r['cores_used']:.2f} CPU-s per s "
+            f"on CPUs {r['worker_affinity']}"
         )
 
 

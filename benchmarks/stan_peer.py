@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def compile_model(x: np.ndarray, y: np.ndarray, fresh: bool) -> float | None:
     if fresh or not cached:
         httpstan.cache.delete_model_directory(name)
     start = time.perf_counter()
-    with quiet():
+    # setuptools leaves its object files under ./build: build in a scratch directory.
+    with quiet(), tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         stan.build(STAN_FILE.read_text(), data=data(x, y))
     elapsed = time.perf_counter() - start
     return elapsed if (fresh or not cached) else None
