@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,8 +45,9 @@ def compiler() -> tuple[str | None, str]:
     cxx = os.environ.get("CXX", "").split() or ["g++"]
     path = shutil.which(cxx[0])
     if path is None:
-        where = "$CXX" if os.environ.get("CXX") else "g++"
-        return None, f"no C++ compiler found ({where} = {cxx[0]!r} is not on PATH)"
+        if os.environ.get("CXX"):
+            return None, f"no C++ compiler found: CXX={cxx[0]!r} is not an executable on PATH"
+        return None, "no C++ compiler found: g++ is not on PATH (install it, or set CXX to another)"
     try:
         first = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
         return path, first.splitlines()[0] if first else path
@@ -94,6 +96,31 @@ def quiet():
         yield
 
 
+@contextlib.contextmanager
+def compiler_output_captured():
+    """The C++ compiler writes its warnings straight to file descriptors 1 and 2, past
+    ``quiet``: point both at a scratch file, and show its end only if the build fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sink.seek(0)
+            print(sink.read().decode(errors="replace")[-4000:], file=sys.stderr)
+            raise
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def model_name() -> str:
     import httpstan.models
 
@@ -113,7 +140,7 @@ def compile_model(x: np.ndarray, y: np.ndarray, fresh: bool) -> float | None:
         httpstan.cache.delete_model_directory(name)
     start = time.perf_counter()
     # setuptools leaves its object files under ./build: build in a scratch directory.
-    with quiet(), tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+    with compiler_output_captured(), quiet(), tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         stan.build(STAN_FILE.read_text(), data=data(x, y))
     elapsed = time.perf_counter() - start
     return elapsed if (fresh or not cached) else None
