@@ -24,7 +24,9 @@ What is measured (models in benchmarks/models.py; all share one log density):
     times, the median being the compile time; the compiled chain then runs from four
     starting points, chain c of every model before chain c + 1 of any, and the wall
     time excludes compilation. ESS is ArviZ's bulk ESS, the minimum over the three
-    hyperparameters; ESS/s divides it by the total wall time of the four chains.
+    hyperparameters; ESS/s divides it by the total wall time of the four chains. The
+    CPU time of each chain is recorded too: on a busy machine a chain gets only part
+    of its core, and CPU-µs per step is the cost of a step whatever that share was.
 (c) Scaling: (a) against N, and the peak memory of each compiled gradient at
     N = 2000 from XLA's buffer assignment (``compiled.memory_analysis()``:
     arguments + outputs + temporaries; LAPACK's internal workspace is not counted).
@@ -331,18 +333,29 @@ def nuts_runs(names, chains: int, warmup: int, draws: int, compiles: int = 3, st
             compiled[name] = compile_chain()
             compile_times[name].append(time.perf_counter() - start)
     runs = {name: [] for name in names}
+    cpu_s = {name: [] for name in names}  # CPU seconds this process used in each chain
     stan_runs = []
     x, y = book_data(100)
     for c in range(chains):
         for name, (states, _) in setups.items():
             print(f"  NUTS chain {c + 1}/{chains}, {name}", flush=True)
+            cpu = os.times()
             start = time.perf_counter()
             out = jax.block_until_ready(compiled[name](states[c]))
             runs[name].append((time.perf_counter() - start, out))
+            cpu_s[name].append(sum(os.times()[:2]) - sum(cpu[:2]))
         if stan_compile_s is not False:
             print(f"  NUTS chain {c + 1}/{chains}, stan", flush=True)
             stan_runs.append(stan_peer.sample_chain(x, y, seed=2024 + c, warmup=warmup, draws=draws))
     out = {name: nuts_summary(name, runs[name], compile_times[name], warmup) for name in names}
+    for name in names:
+        # On a busy machine a chain gets only part of its core: the CPU time per step
+        # is the cost of a step whatever share the chain was given.
+        out[name] |= {
+            "cpu_s": float(np.sum(cpu_s[name])),
+            "cores_used": float(np.sum(cpu_s[name]) / out[name]["wall_s"]),
+            "cpu_us_per_gradient": float(np.sum(cpu_s[name]) / out[name]["gradients"] * 1e6),
+        }
     if stan_runs:
         out["stan"] = stan_summary(stan_runs, stan_compile_s)
     return out
@@ -371,6 +384,7 @@ def stan_summary(runs: list[dict], compile_s: float | None) -> dict:
         "chain_call_wall_s": calls,
         "worker_cpu_s": cpu,
         "cores_used": cpu / call,
+        "cpu_us_per_gradient": cpu / steps.sum() * 1e6,
         "worker_affinity": sorted({c for r in runs for c in r["worker_affinity"]}),
         "gradients": int(steps.sum()),
         "us_per_gradient": wall / steps.sum() * 1e6,
