@@ -1,6 +1,7 @@
 """Benchmark the book's GP model: per-gradient cost, NUTS efficiency, scaling, memory.
 
-Run from the repository root, in one process (about six minutes on two cores):
+Run from the repository root, in one process (about six minutes on two cores, plus a
+few minutes for Stan's C++ compile):
 
     make bench                      # or: .venv/bin/python benchmarks/run.py
 
@@ -23,10 +24,20 @@ What is measured (models in benchmarks/models.py; all share one log density):
     times, the median being the compile time; the compiled chain then runs from four
     starting points, chain c of every model before chain c + 1 of any, and the wall
     time excludes compilation. ESS is ArviZ's bulk ESS, the minimum over the three
-    hyperparameters; ESS/s divides it by the total wall time of the four chains.
+    hyperparameters; ESS/s divides it by the total wall time of the four chains. The
+    CPU time of each chain is recorded too: on a busy machine a chain gets only part
+    of its core, and CPU-µs per step is the cost of a step whatever that share was.
 (c) Scaling: (a) against N, and the peak memory of each compiled gradient at
     N = 2000 from XLA's buffer assignment (``compiled.memory_analysis()``:
     arguments + outputs + temporaries; LAPACK's internal workspace is not counted).
+(d) Stan (benchmarks/gp.stan through pystan 3; see stan_peer.py), when a C++ compiler
+    and pystan are present: the compile time of a fresh build; its gradient at
+    N = 100, 500, 1000 by two routes, timed in the rounds of (a) beside the JAX models,
+    with the same calls at N = 1 as the per-call overhead; and its NUTS chains in (b),
+    one chain per pystan call, chain c after chain c of every JAX model. Stan's worker
+    processes inherit this process's CPU affinity: every chain of every sampler runs
+    on the same one core, one chain at a time. Without a compiler Stan is skipped with
+    a message and everything else runs.
 """
 
 from __future__ import annotations
@@ -73,6 +84,7 @@ from numpyro.infer.util import initialize_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models  # noqa: E402
+import stan_peer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 SIZES = (100, 500, 1000, 2000)
@@ -81,6 +93,8 @@ INSTANCES = 2  # separate compilations of each model in (a)
 THETA = np.array([1.0, 1.0, 0.1])  # lengthscale, amplitude, noise: where gradients are timed
 PATTERNS = ("pattern1", "pattern2", "pattern3")
 PEERS = ("numpyro_example", "tinygp", "gpjax")
+STAN_SIZES = (100, 500, 1000)  # sizes at which Stan's gradient is timed
+STAN_ROUTES = ("stan_direct", "stan_pystan")
 LABELS = {
     "pattern1": "pattern 1 (eqx.tree_at)",
     "pattern2": "pattern 2 (PyroxModule)",
@@ -90,6 +104,9 @@ LABELS = {
     "numpyro_example": "NumPyro GP example",
     "tinygp": "tinygp",
     "gpjax": "GPJax",
+    "stan": "Stan (pystan 3)",
+    "stan_direct": "Stan, extension module",
+    "stan_pystan": "Stan, pystan grad_log_prob",
 }
 
 
@@ -162,11 +179,12 @@ def count_primitives(fn, arg, names=("cholesky", "triangular_solve", "dot_genera
 
 
 def cpu_seconds() -> tuple[float, float, float]:
-    """(wall clock, CPU seconds used by the whole machine, CPU seconds used by this process)."""
+    """(wall clock, CPU seconds used by the whole machine, CPU seconds used by this process
+    and its children: Stan's compiler and sampling workers)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle, iowait
     own = os.times()
-    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + stan_peer.children_cpu_seconds()
 
 
 def other_load(before: tuple[float, float, float]) -> float:
@@ -182,7 +200,28 @@ def time_call(fn, arg) -> float:
     return time.perf_counter() - start
 
 
-def gradient_costs(n: int, budget: float) -> dict:
+def stan_calls(n: int) -> dict:
+    """Stan's gradient at size n by both routes, and the same calls at N = 1 (the per-call
+    overhead), as functions of one ignored argument; checks Stan's log density first."""
+    x, y = book_data(n)
+    z = np.log(THETA)
+    value, grad = jax.value_and_grad(models.floor_potential(x, y))(jnp.asarray(z))
+    stan_value, stan_grad = stan_peer.log_density(x, y, z)
+    gap = max(
+        abs(stan_value + float(value)) / abs(float(value)),
+        float(np.max(np.abs(stan_grad + np.asarray(grad))) / np.max(np.abs(grad))),
+    )
+    if gap > 1e-8:
+        raise AssertionError(f"Stan's log density disagrees with the floor by {gap:.1e}: not the same model")
+    one = stan_peer.gradient_calls(*book_data(1), z)
+    calls = {}
+    for route, fn in stan_peer.gradient_calls(x, y, z).items():
+        calls[f"stan_{route}"] = fn
+        calls[f"stan_{route}_n1"] = one[route]
+    return {name: (lambda _, fn=fn: fn(), None) for name, fn in calls.items()}, gap
+
+
+def gradient_costs(n: int, budget: float, stan: bool = False) -> dict:
     """Compile every model's value-and-gradient at size n, then time them interleaved.
 
     Each model is compiled INSTANCES times from a fresh trace: two compilations of one
@@ -190,6 +229,8 @@ def gradient_costs(n: int, budget: float) -> dict:
     memory), and pooling the calls of both keeps that out of the comparison. One round
     calls every instance once, so a burst of load from elsewhere on the machine lands on
     all models alike; rounds repeat until ``budget`` seconds are spent (at least seven).
+    With ``stan``, Stan's gradient calls (see ``stan_calls``) join every round, twice
+    each like the compiled models.
     """
     compiled, compile_s, memory, args = {}, {}, {}, {}
     for instance in range(INSTANCES):
@@ -201,6 +242,13 @@ def gradient_costs(n: int, budget: float) -> dict:
             memory[name] = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
             args[name] = arg
     agreement = check_agreement({name: compiled[name, 0] for name in args}, args)
+    stan_gap = None
+    if stan:
+        extra, stan_gap = stan_calls(n)
+        for name, (fn, arg) in extra.items():
+            for instance in range(INSTANCES):
+                compiled[name, instance] = fn
+            args[name] = arg
     samples = {name: [] for name in args}
     keys, order = list(compiled), np.random.default_rng(n)
     start, rounds = time.perf_counter(), 0
@@ -215,6 +263,8 @@ def gradient_costs(n: int, budget: float) -> dict:
     # Ratios of calls made in the same round: robust to slow drifts of load.
     paired = lambda a, b: float(np.median(np.asarray(samples[a]) / np.asarray(samples[b])))  # noqa: E731
     for name, times in samples.items():
+        if name.endswith("_n1"):
+            continue
         t = np.asarray(times) * 1e6
         result[name] = {
             "median_us": float(np.median(t)),
@@ -223,10 +273,24 @@ def gradient_costs(n: int, budget: float) -> dict:
             "q25_us": float(np.percentile(t, 25)),
             "q75_us": float(np.percentile(t, 75)),
             "calls": len(t),
-            "compile_s": float(np.median(compile_s[name])),
-            "memory_bytes": memory[name],
         }
-    return {"models": result, "agreement": agreement, "rounds": rounds}
+        if name in compile_s:
+            result[name] |= {"compile_s": float(np.median(compile_s[name])), "memory_bytes": memory[name]}
+        else:
+            # Stan: the same call at N = 1 in the same round is the overhead of the call.
+            overhead = np.asarray(samples[f"{name}_n1"]) * 1e6
+            corrected = t - overhead
+            floor_us = np.asarray(samples["floor"]) * 1e6
+            result[name] |= {
+                "overhead_us": float(np.median(overhead)),
+                "corrected_us": float(np.median(corrected)),
+                "corrected_ratio_to_floor": float(np.median(corrected / floor_us)),
+                "corrected_ratio_to_pattern1": float(np.median(corrected / (np.asarray(samples["pattern1"]) * 1e6))),
+            }
+    out = {"models": result, "agreement": agreement, "rounds": rounds}
+    if stan_gap is not None:
+        out["stan_agreement"] = stan_gap
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -254,9 +318,12 @@ def nuts_chain(name: str, warmup: int, draws: int, chains: int):
     return states, compile_chain
 
 
-def nuts_runs(names, chains: int, warmup: int, draws: int, compiles: int = 3) -> dict:
+def nuts_runs(names, chains: int, warmup: int, draws: int, compiles: int = 3, stan_compile_s=False) -> dict:
     """Compile each model's chain `compiles` times, then run chain c of every model before
-    chain c + 1 of any, so that load from elsewhere spreads over all models alike."""
+    chain c + 1 of any, so that load from elsewhere spreads over all models alike.
+    Unless ``stan_compile_s`` is False, Stan's chain c follows the JAX models' chain c
+    (its compile time, measured before, is ``stan_compile_s``, or None when the model
+    came from httpstan's cache)."""
     setups = {name: nuts_chain(name, warmup, draws, chains) for name in names}
     compile_times = {name: [] for name in names}
     compiled = {}
@@ -266,13 +333,70 @@ def nuts_runs(names, chains: int, warmup: int, draws: int, compiles: int = 3) ->
             compiled[name] = compile_chain()
             compile_times[name].append(time.perf_counter() - start)
     runs = {name: [] for name in names}
+    cpu_s = {name: [] for name in names}  # CPU seconds this process used in each chain
+    stan_runs = []
+    x, y = book_data(100)
     for c in range(chains):
         for name, (states, _) in setups.items():
             print(f"  NUTS chain {c + 1}/{chains}, {name}", flush=True)
+            cpu = os.times()
             start = time.perf_counter()
             out = jax.block_until_ready(compiled[name](states[c]))
             runs[name].append((time.perf_counter() - start, out))
-    return {name: nuts_summary(name, runs[name], compile_times[name], warmup) for name in names}
+            cpu_s[name].append(sum(os.times()[:2]) - sum(cpu[:2]))
+        if stan_compile_s is not False:
+            print(f"  NUTS chain {c + 1}/{chains}, stan", flush=True)
+            stan_runs.append(stan_peer.sample_chain(x, y, seed=2024 + c, warmup=warmup, draws=draws))
+    out = {name: nuts_summary(name, runs[name], compile_times[name], warmup) for name in names}
+    for name in names:
+        # On a busy machine a chain gets only part of its core: the CPU time per step
+        # is the cost of a step whatever share the chain was given.
+        out[name] |= {
+            "cpu_s": float(np.sum(cpu_s[name])),
+            "cores_used": float(np.sum(cpu_s[name]) / out[name]["wall_s"]),
+            "cpu_us_per_gradient": float(np.sum(cpu_s[name]) / out[name]["gradients"] * 1e6),
+        }
+    if stan_runs:
+        out["stan"] = stan_summary(stan_runs, stan_compile_s)
+    return out
+
+
+def stan_summary(runs: list[dict], compile_s: float | None) -> dict:
+    """The JAX rows' figures for Stan's chains. The run time is Stan's own clock (warm-up
+    plus sampling, as the JAX chains' wall time); the wall time of the pystan calls, which
+    adds starting httpstan, forking the worker and reading the draws back, is kept beside it."""
+    draws = {p: np.stack([r["draws"][p] for r in runs]) for p in models.NAMES}
+    ess = az.ess(az.convert_to_dataset(draws), method="bulk")
+    min_ess = float(min(ess[p] for p in models.NAMES))
+    walls = [r["stan_elapsed_s"]["Total"] for r in runs]
+    calls = [r["call_wall_s"] for r in runs]
+    steps = np.stack([r["n_leapfrog"] for r in runs])
+    warmup = steps.shape[1] - draws["noise"].shape[1]
+    wall, call = float(np.sum(walls)), float(np.sum(calls))
+    cpu = float(sum(r["worker_cpu_s"] for r in runs))
+    return {
+        "compile_s": compile_s,
+        "compile_runs_s": [] if compile_s is None else [compile_s],
+        "wall_s": wall,
+        "chain_wall_s": walls,
+        "stan_elapsed_s": [r["stan_elapsed_s"] for r in runs],
+        "call_wall_s": call,
+        "chain_call_wall_s": calls,
+        "worker_cpu_s": cpu,
+        "cores_used": cpu / call,
+        "cpu_us_per_gradient": cpu / steps.sum() * 1e6,
+        "worker_affinity": sorted({c for r in runs for c in r["worker_affinity"]}),
+        "gradients": int(steps.sum()),
+        "us_per_gradient": wall / steps.sum() * 1e6,
+        "ess_bulk": {p: float(ess[p]) for p in models.NAMES},
+        "min_ess": min_ess,
+        "ess_per_s": min_ess / wall,
+        "ess_per_call_s": min_ess / call,
+        "leapfrog_per_draw": float(steps[:, warmup:].mean()),
+        "divergences": int(sum(r["divergent"].sum() for r in runs)),
+        "stepsize": [r["stepsize"] for r in runs],
+        "posterior_mean": {p: float(draws[p].mean()) for p in models.NAMES},
+    }
 
 
 def nuts_summary(name: str, runs: list, compile_times: list[float], warmup: int) -> dict:
@@ -313,7 +437,7 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for pkg in ("jax", "jaxlib", "numpyro", "equinox", "tinygp", "gpjax", "arviz", "numpy", "scipy"):
+    for pkg in ("jax", "jaxlib", "numpyro", "equinox", "tinygp", "gpjax", "arviz", "numpy", "scipy", "pystan", "httpstan"):
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -340,6 +464,12 @@ def targets(grad: dict, nuts: dict) -> dict:
             "pattern3/pattern1": m["pattern3"]["ratio_to_pattern1"],
             **{f"{p}/floor": m[p]["ratio_to_floor"] for p in (*PATTERNS, *PEERS, "value")},
         }
+        if "stan_direct" in m:
+            rows[n] |= {
+                "stan_direct/floor": m["stan_direct"]["ratio_to_floor"],
+                "stan_direct corrected/floor": m["stan_direct"]["corrected_ratio_to_floor"],
+                "stan_direct corrected/pattern1": m["stan_direct"]["corrected_ratio_to_pattern1"],
+            }
     out = {"gradient": rows}
     if nuts:
         base = nuts["numpyro_example"]["ess_per_s"]
@@ -347,6 +477,12 @@ def targets(grad: dict, nuts: dict) -> dict:
             **{f"{p} ESS/s / numpyro_example": nuts[p]["ess_per_s"] / base for p in PATTERNS},
             "pattern3/pattern1 compile (NUTS)": nuts["pattern3"]["compile_s"] / nuts["pattern1"]["compile_s"],
         }
+        if "stan" in nuts:
+            out["nuts"] |= {
+                "stan ESS/s / numpyro_example": nuts["stan"]["ess_per_s"] / base,
+                **{f"{p} ESS/s / stan": nuts[p]["ess_per_s"] / nuts["stan"]["ess_per_s"] for p in PATTERNS},
+                "stan µs per step / pattern1": nuts["stan"]["us_per_gradient"] / nuts["pattern1"]["us_per_gradient"],
+            }
     return out
 
 
@@ -361,6 +497,17 @@ def print_table(grad: dict, nuts: dict) -> None:
             m = grad[n]["models"]
             cells.append(f"{m[name]['median_us']:12.0f} ({m[name]['ratio_to_floor']:4.2f}x)")
         print(f"{LABELS[name]:30s}" + "".join(f"{c:>22s}" for c in cells))
+    for name in STAN_ROUTES:
+        if name not in grad[sizes[0]]["models"]:
+            continue
+        for kind, key in (("raw", "median_us"), ("call at N=1", "overhead_us"), ("corrected", "corrected_us")):
+            cells = []
+            for n in sizes:
+                m = grad[n]["models"].get(name)
+                ratio = "" if m is None or kind != "corrected" else f" ({m['corrected_ratio_to_floor']:4.2f}x)"
+                cells.append("-" if m is None else f"{m[key]:12.0f}{ratio}")
+            route = "Stan module" if name == "stan_direct" else "Stan pystan"
+            print(f"{route + ', ' + kind:30s}" + "".join(f"{c:>22s}" for c in cells))
     if not nuts:
         return
     print("\nNUTS on the book's data (N=100)")
@@ -369,19 +516,35 @@ def print_table(grad: dict, nuts: dict) -> None:
         f"{'steps':>7s}{'µs/grad':>9s}{'div':>5s}"
     )
     base = nuts["numpyro_example"]["ess_per_s"]
-    for name in (*PATTERNS, *PEERS):
+    for name in (*PATTERNS, *PEERS, "stan"):
+        if name not in nuts:
+            continue
         r = nuts[name]
+        compile_s = float("nan") if r["compile_s"] is None else r["compile_s"]
         print(
-            f"{LABELS[name]:30s}{r['compile_s']:10.2f}{r['wall_s']:8.2f}{r['min_ess']:9.0f}"
+            f"{LABELS[name]:30s}{compile_s:10.2f}{r['wall_s']:8.2f}{r['min_ess']:9.0f}"
             f"{r['ess_per_s']:8.0f}{r['ess_per_s'] / base:10.2f}x{r['leapfrog_per_draw']:7.1f}"
             f"{r['us_per_gradient']:9.0f}{r['divergences']:5d}"
+        )
+    if "stan" in nuts:
+        r = nuts["stan"]
+        print(
+            f"Stan: run time is Stan's own clock; the pystan calls took {r['call_wall_s']:.2f} s "
+            f"(ESS/s {r['ess_per_call_s']:.0f}); its workers used {r['cores_used']:.2f} CPU-s per s "
+            f"on CPUs {r['worker_affinity']}"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes and short chains; no results.json")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and short chains; writes only an explicit --output"
+    )
+    parser.add_argument("--output", type=Path, default=None, help=f"default: {RESULTS} (not with --quick)")
+    parser.add_argument("--no-stan", action="store_true", help="leave Stan out")
+    parser.add_argument(
+        "--stan-cached", action="store_true", help="reuse httpstan's cached build of the Stan model (no compile time)"
+    )
     args = parser.parse_args()
     sizes = (100, 500) if args.quick else SIZES
     chains, warmup, draws = (1, 200, 200) if args.quick else (4, 500, 1000)
@@ -389,17 +552,32 @@ def main() -> None:
     started = time.time()
     load = {"start": os.getloadavg()}
     others = {}
+    stan_info = {"skipped": "--no-stan"} if args.no_stan else {}
+    why_not = None if args.no_stan else stan_peer.unavailable()
+    stan_compile_s = False  # False: no Stan in this run
+    if why_not:
+        stan_info = {"skipped": why_not}
+        print(f"Stan SKIPPED: {why_not}. Everything else runs.", flush=True)
+    elif not args.no_stan:
+        fresh = not (args.stan_cached or args.quick)
+        print("Stan: building benchmarks/gp.stan" + (" from scratch (a few minutes) ..." if fresh else " ..."), flush=True)
+        before = cpu_seconds()
+        stan_compile_s = stan_peer.compile_model(*book_data(100), fresh=fresh)
+        others["Stan compile"] = other_load(before)
+        stan_info = {"versions": stan_peer.versions(), "compile_s": stan_compile_s, "fresh_build": stan_compile_s is not None}
+        print(f"  built in {stan_compile_s:.0f} s" if stan_compile_s else "  reused httpstan's cached build", flush=True)
     grad = {}
     for n in sizes:
         print(f"gradients at N={n} ...", flush=True)
         before = cpu_seconds()
-        grad[n] = gradient_costs(n, budget=BUDGET_S[n] * (0.25 if args.quick else 1.0))
+        with_stan = stan_compile_s is not False and n in STAN_SIZES
+        grad[n] = gradient_costs(n, budget=BUDGET_S[n] * (0.25 if args.quick else 1.0), stan=with_stan)
         others[f"gradients, N = {n}"] = other_load(before)
     grad_100 = potentials(100)
     primitives = {name: count_primitives(fn, arg) for name, (fn, arg) in grad_100.items()}
     print("NUTS ...", flush=True)
     before = cpu_seconds()
-    nuts = nuts_runs((*PATTERNS, *PEERS), chains, warmup, draws)
+    nuts = nuts_runs((*PATTERNS, *PEERS), chains, warmup, draws, stan_compile_s=stan_compile_s)
     others["NUTS"] = other_load(before)
     load["end"] = os.getloadavg()
 
@@ -417,11 +595,13 @@ def main() -> None:
         "gradient": {str(n): res for n, res in grad.items()},
         "primitives_n100": primitives,
         "nuts": {"chains": chains, "warmup": warmup, "draws": draws, "models": nuts},
+        "stan": stan_info,
         "ratios": {"gradient": {str(n): r for n, r in summary["gradient"].items()}, "nuts": summary.get("nuts", {})},
     }
-    if not args.quick:
-        args.output.write_text(json.dumps(results, indent=1) + "\n")
-        print(f"\nwrote {args.output}")
+    output = args.output or (None if args.quick else RESULTS)
+    if output is not None:
+        output.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"\nwrote {output}")
     print(f"load average: start {load['start']}, end {load['end']}; {time.time() - started:.0f} s in all")
     print("CPUs busy with other work, per phase:", {k: round(v, 2) for k, v in others.items()})
 
