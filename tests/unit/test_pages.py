@@ -1,4 +1,4 @@
-"""The comparison and variational pages, and the API page, as committed: text that renders
+"""Every page of the book, as committed: text that renders
 everywhere and fits the site's column.
 
 * Math is standard LaTeX: none of the shorthand macros (``\\thetab``, ``\\y``, ...) that only a
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = [ROOT / "notebooks" / "04_comparison.ipynb", ROOT / "notebooks" / "05_variational.ipynb"]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MACROS = re.compile(
     r"\\(thetab|y|f|X|lengthscale|amp|noise|jitter|kernel|Kxx|Kxxt|Cov|GP|Normal|LogNormal|Id)"
     r"(?![A-Za-z])"
@@ -76,7 +76,7 @@ def test_code_fits_the_column(path: Path) -> None:
 
 
 def test_comparison_model_cells_fit_narrower() -> None:
-    models = [c for c in cells(NOTEBOOKS[0]) if c["cell_type"] == "code" and MODEL_CELLS.search(source(c))]
+    models = [c for c in cells(ROOT / "notebooks" / "04_comparison.ipynb") if c["cell_type"] == "code" and MODEL_CELLS.search(source(c))]
     assert len(models) == 4, [c["id"] for c in models]
     long = [(c["id"], line) for c in models for line in code_lines(c) if len(line) > 70]
     assert long == []
