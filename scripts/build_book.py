@@ -421,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         built_html, reason = build(html=not args.no_html, theme_source=args.theme)
     except BuildError as err:
-        write_verdict({**record, "error": str(err)})
+        # The HTML folder is removed at the start, so one that exists is this run's (written
+        # before the problem was found): the browser tests can still look at it.
+        write_verdict({**record, "html": (HTML / "index.html").is_file(), "error": str(err)})
         print(f"\nerror: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -143,7 +143,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site(book) -> str:
     """The built site, served on 127.0.0.1; its base URL."""
-    if "error" in book.verdict:
+    if "error" in book.verdict and not book.verdict.get("html"):
         pytest.fail(f"the book did not build, so there is no site to load:\n{book.tail(3000)}")
     if not book.verdict.get("html"):
         skip_or_fail(f"no HTML site was built: {book.verdict.get('no_html_reason') or 'unknown reason'}")
@@ -357,8 +357,10 @@ INSPECT = r"""
   const article = document.querySelector('article');
   const text = el => (el.innerText || el.textContent || '').replace(/\s+/g, ' ').trim();
   const kind = el => {
-    if (el.closest('.katex-display, .katex, math, [class*="math"]') || el.querySelector('.katex')) return 'equation';
     if (el.tagName === 'TABLE' || el.querySelector('table') || el.closest('table')) return 'table';
+    if (el.closest('.katex-display, .katex, math') || el.querySelector('.katex')) return 'equation';
+    if (el.closest('.myst-card')) return 'card';
+    if (el.closest('[class*="output"]')) return 'output';
     if (el.closest('pre, code') || el.querySelector('pre, code')) return 'code';
     if (el.closest('figure') || el.querySelector('img, svg')) return 'figure';
     return 'other';
@@ -428,11 +430,10 @@ def complaints_and_failures(events: list[dict], cdn_failures: dict[str, str]) ->
         if method == "Network.requestWillBeSent":
             urls[p["requestId"]] = p["request"]["url"]
         elif method == "Network.responseReceived" and p["response"]["status"] >= 400:
-            failed.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
+            failed.append((p["response"]["url"], f"HTTP {p['response']['status']}"))
         elif method == "Network.loadingFailed" and not p.get("canceled"):
             url = urls.get(p["requestId"], "?")
-            why = cdn_failures.get(url, p.get("errorText"))
-            failed.append(f"{why}: {url}")
+            failed.append((url, cdn_failures.get(url, p.get("errorText"))))
         elif method == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
             text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
             console.append(f"console.{p['type']}: {text[:500]}")
@@ -441,7 +442,7 @@ def complaints_and_failures(events: list[dict], cdn_failures: dict[str, str]) ->
             console.append(f"uncaught: {(details.get('exception', {}).get('description') or details.get('text'))[:500]}")
         elif method == "Log.entryAdded" and p["entry"]["level"] == "error" and p["entry"].get("source") != "network":
             console.append(f"log: {p['entry']['text'][:500]} {p['entry'].get('url', '')}".strip())
-    failed = [f for f in failed if not any(f.split(": ", 1)[-1].startswith(prefix) for prefix in MAY_FAIL)]
+    failed = [f"{why}: {url}" for url, why in failed if not url.startswith(tuple(MAY_FAIL))]
     return console, sorted(set(failed))
 
 
