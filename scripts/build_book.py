@@ -265,7 +265,8 @@ def error_outputs(page: dict) -> list[dict]:
 
 def describe_error(data: dict, lines: int = 40) -> str:
     """``ename: evalue`` and the end of the traceback, without terminal colours."""
-    trace = ANSI.sub("", "\n".join(data.get("traceback") or [])).strip().splitlines()
+    trace = data.get("traceback") or []
+    trace = ANSI.sub("", trace if isinstance(trace, str) else "\n".join(trace)).strip().splitlines()
     head = f"{data.get('ename')}: {data.get('evalue')}"
     return head + ("\n      " + "\n      ".join(trace[-lines:]) if trace else "")
 

@@ -85,7 +85,8 @@ def pages(book) -> dict[str, dict]:
 
 def describe_error(output: dict) -> str:
     """An error output as the notebook showed it: the traceback, without terminal colours."""
-    trace = ANSI.sub("", "\n".join(output.get("traceback") or [])).strip()
+    trace = output.get("traceback") or []
+    trace = ANSI.sub("", trace if isinstance(trace, str) else "\n".join(trace)).strip()
     return trace or f"{output.get('ename')}: {output.get('evalue')}"
 
 

@@ -100,12 +100,14 @@ def test_install_theme_rejects_what_is_not_a_theme(tmp_path, kind) -> None:
         build_book.install_theme(source, tmp_path / "slot")
 
 
-def test_a_cell_error_is_reported_with_its_traceback(tmp_path) -> None:
+@pytest.mark.parametrize("as_text", [False, True], ids=["traceback list", "traceback text"])
+def test_a_cell_error_is_reported_with_its_traceback(tmp_path, as_text) -> None:
+    traceback = ["\x1b[31mValueError\x1b[0m Traceback", "  in cell 3: f(x)", "ValueError: bad shape"]
     page = {
         "location": "/notebooks/x.ipynb",
         "mdast": {"type": "root", "children": [{"type": "output", "jupyter_data": {
             "output_type": "error", "ename": "ValueError", "evalue": "bad shape",
-            "traceback": ["\x1b[31mValueError\x1b[0m Traceback", "  in cell 3: f(x)", "ValueError: bad shape"],
+            "traceback": "\n".join(traceback) if as_text else traceback,
         }}]},
     }
     (tmp_path / "x.json").write_text(__import__("json").dumps(page), encoding="utf-8")
