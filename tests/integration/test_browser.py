@@ -125,7 +125,7 @@ def page_paths() -> dict[str, str]:
     """URL path of every built page by source file, from the site's own manifest."""
     config = json.loads((ROOT / "_build" / "site" / "config.json").read_text(encoding="utf-8"))
     project = config["projects"][0]
-    paths = {project["index"]: "/"} if "index" in project else {}
+    paths = {}
     for content in (ROOT / "_build" / "site" / "content").glob("*.json"):
         page = json.loads(content.read_text(encoding="utf-8"))
         if "location" not in page or "slug" not in page:
@@ -141,7 +141,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def site(book) -> str:
+def site(book):
     """The built site, served on 127.0.0.1; its base URL."""
     if "error" in book.verdict and not book.verdict.get("html"):
         pytest.fail(f"the book did not build, so there is no site to load:\n{book.tail(3000)}")
