@@ -9,8 +9,8 @@ builds the HTML for a site served under ``/name`` (a GitHub Pages project site).
 
 Why not a single ``jupyter-book build --html --execute``:
 
-* Order. Jupyter Book 2.1 executes notebooks concurrently, one per CPU core but
-  one, in an order of its own choosing (on two cores it ran the table of
+* Order. Jupyter Book 2.1 executes notebooks concurrently (two at a time on a
+  two-core machine), in an order of its own choosing (it has run the table of
   contents backwards), and its ``--execute-parallel`` option is accepted but not
   used. A page may read files that notebooks before it write (the comparison
   reads the pattern notebooks' posteriors), so the notebooks run in stages, one
