@@ -180,9 +180,9 @@ class PyroxParam(eqx.Module):
     @property
     def support(self) -> Constraint:
         """The set the parameter lives in, whatever field holds it."""
-        return self.support_in(None)
+        return self._support_in(None)
 
-    def support_in(self, domain: Constraint | None) -> Constraint:
+    def _support_in(self, domain: Constraint | None) -> Constraint:
         """The set the parameter lives in when its field declares ``domain``."""
         if self.constraint is not None:
             return self.constraint
@@ -202,7 +202,7 @@ class PyroxParam(eqx.Module):
             return
         if not np.all(np.isfinite(value)):
             raise ValueError(f"Parameter {name!r}: init value {value} is not finite.")
-        support = self.support_in(domain)
+        support = self._support_in(domain)
         if not np.all(np.asarray(support(value))):
             raise ValueError(
                 f"Parameter {name!r}: init value {value} is outside its support "
@@ -285,12 +285,13 @@ def param_field(init: ArrayLike = 1.0, *, domain: Constraint = constraints.posit
             shift: PyroxParam = param_field(0.0, domain=constraints.real)
 
     A prior or constraint that reaches outside the domain, say ``dist.Normal`` for a
-    lengthscale, is an error rather than a warning. The GP's density depends on such a
-    parameter through its square or absolute value, so a real-line prior does not fail:
-    it makes the posterior symmetric about zero, and every summary of the draws (mean,
-    intervals, ESS) is wrong without a sign. A user who means "a normal prior on the
-    size" gets exactly that model, with positive draws, from ``dist.HalfNormal``, so the
-    error costs no modelling freedom. A field that really takes any real value says so
+    lengthscale, is an error, not a warning, because no such model is what a user
+    means. The kernels and the noise of :mod:`pyrox_lite.gp` depend on a lengthscale,
+    amplitude or noise only through its square, so a real-line prior does not fail: it
+    silently turns the posterior into its own mirror image, whose draws come with
+    either sign and whose mean is near zero. A user who means "a normal prior on the
+    size" gets that model, with positive draws, from ``dist.HalfNormal``, so the error
+    takes no modelling freedom away. A field that really takes any real value says so
     with ``domain=constraints.real``.
     """
     return eqx.field(
@@ -354,4 +355,4 @@ class Parameterized(PyroxModule):
             return param.init
         if param.prior is not None:
             return self.pyrox_sample(name, param.prior)
-        return self.pyrox_param(name, param.init, param.support_in(self._domain(name)))
+        return self.pyrox_param(name, param.init, param._support_in(self._domain(name)))
