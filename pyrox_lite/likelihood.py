@@ -250,11 +250,13 @@ def predict(
         x_test: test inputs, shape ``(M,)`` or ``(M, D)``.
         noise: observation noise standard deviation :math:`\sigma`.
 
-    Pure and jit-able. For posterior draws of the hyperparameters, loop over the draws
-    (compiling once, e.g. with ``eqx.filter_jit``) or give ``numpyro.infer.Predictive``
-    a model that calls this function once per draw; do not ``jax.vmap`` it over hundreds
-    of draws: batched triangular solves have been seen to deadlock on some CPU builds of
-    jaxlib (see the book's note on batched solves, ``vmap-caveat``).
+    Pure and jit-able. For posterior draws of the hyperparameters, loop over the draws:
+    ``jax.lax.map(lambda draw: predict(...), draws)`` compiles one program that takes
+    one draw at a time, or give ``numpyro.infer.Predictive`` a model that calls this
+    function once per draw. Do not ``jax.vmap`` it over hundreds of draws: batched
+    triangular solves have been seen to deadlock on CPU with jaxlib 0.10.2 (see the
+    book's note on batched solves, labelled ``vmap-caveat``), and on CPU the batched
+    program was not faster than ``jax.lax.map`` over 500 draws.
 
     Raises:
         ValueError: for bad shapes, N = 0 training points, NaN, or a non-positive noise.
