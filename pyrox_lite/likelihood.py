@@ -107,7 +107,7 @@ def _logpdf(y: Array, cov: Array) -> Array:
 def _logpdf_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> tuple[Array, Array]:
     # d log p = -alpha^T dy + 1/2 alpha^T dC alpha - 1/2 <C^{-1}, dC>. Everything but the
     # tangents is a primal value (alpha, C^{-1}), so the rule is linear in (dy, dC) and JAX
-    # transposes it for reverse mode: there alpha and C^{-1} are residuals of the forward
+    # transposes it for reverse mode: there the primal values are residuals of the forward
     # pass and the backward pass is a few O(N^2) products. C^{-1} is built only when the
     # covariance has a tangent (SymbolicZero marks an input that is not differentiated).
     y, cov = primals
@@ -117,8 +117,10 @@ def _logpdf_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> 
     if not isinstance(dy, SymbolicZero):
         terms.append(-(alpha @ dy))
     if not isinstance(dcov, SymbolicZero):
-        cov_inv = _gram_t(_tril_inv(chol))
-        terms.append(0.5 * ((alpha @ dcov) @ alpha - jnp.sum(cov_inv * dcov)))
+        # alpha^T dC alpha - <C^{-1}, dC> = <alpha alpha^T - C^{-1}, dC>: one primal matrix,
+        # so reverse mode's cotangent of C is 1/2 g (alpha alpha^T - C^{-1}) in one pass.
+        cov_grad = jnp.outer(alpha, alpha) - _gram_t(_tril_inv(chol))
+        terms.append(0.5 * jnp.sum(cov_grad * dcov))
     if not terms:
         return value, jnp.zeros_like(value)
     return value, sum(terms[1:], terms[0])
