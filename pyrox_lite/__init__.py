@@ -9,7 +9,7 @@ Enable float64 before use: ``jax.config.update("jax_enable_x64", True)``.
 from . import gp, kernels
 from .kernels import RBF, Matern32, Matern52, matern32, matern52, rbf
 from .likelihood import JITTER, GPMarginal, GPPrediction, gp_log_marginal, predict
-from .params import Parameterized, PyroxModule, PyroxParam, one_call, pyrox_method
+from .params import Parameterized, PyroxModule, PyroxParam, one_call, param_field, pyrox_method
 
 __version__ = "0.1.0"
 
@@ -32,4 +32,5 @@ __all__ = [
     "one_call",
     "PyroxParam",
     "Parameterized",
+    "param_field",
 ]

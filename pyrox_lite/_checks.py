@@ -1,8 +1,12 @@
 """Input validation shared by the package. Checks on values run only when the
 values are concrete (eagerly, before any NUTS run); under ``jit`` they are
-skipped, because a traced value cannot be inspected without a runtime cost."""
+skipped, because a traced value cannot be inspected without a runtime cost.
+Checks on shapes and dtypes, which are known while tracing, add nothing to the
+compiled program either."""
 
 from __future__ import annotations
+
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -36,14 +40,87 @@ def check_positive(x: ArrayLike, name: str) -> None:
         raise ValueError(f"`{name}` must be positive; got {value}.")
 
 
+X64_FIX = 'jax.config.update("jax_enable_x64", True)'
+
+
+def check_precision(x: Array, name: str) -> None:
+    """Warn when ``x`` is in less than double precision, which is what JAX gives every
+    float unless float64 is enabled.
+
+    A warning rather than an error: a small, well-conditioned GP does work in float32
+    (and some accelerators are only fast in it), so the choice stays the user's. Where
+    low precision does break the Cholesky factorisation of an eager call,
+    :func:`check_factorised` raises an error that says so.
+    """
+    if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 64:
+        warnings.warn(
+            f"`{name}` is {x.dtype}: float64 is not enabled. The Cholesky factorisation of a GP "
+            f"covariance often fails in single precision (the log density becomes NaN). Call "
+            f"{X64_FIX} before creating any array.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_factorised(result: Array, cov: Array, what: str) -> None:
+    """Raise if an eager ``result`` computed from the Cholesky factor of ``cov`` is not finite.
+
+    A Cholesky factorisation that fails (a covariance that is not positive definite at
+    the working precision) fills its factor with NaN, and NaN reaches every result
+    computed from it. Run only on concrete values: under ``jit`` or ``grad`` nothing
+    is checked, so nothing is added to the compiled program.
+    """
+    value = concrete(result)
+    if value is None or np.all(np.isfinite(value)):
+        return
+    c = concrete(cov)
+    if c is not None and not np.all(np.isfinite(c)):
+        check_finite(c, "cov")  # the covariance itself holds NaN: say that instead
+    n = cov.shape[-1]
+    detail = ""
+    if c is not None:
+        # Only on failure: the spectrum says how far from positive definite the matrix is.
+        eig = np.linalg.eigvalsh(np.asarray(c, dtype=np.float64).reshape(-1, n, n))
+        worst = eig[:, 0] / np.max(np.abs(eig), axis=-1)
+        detail = f" Its smallest eigenvalue relative to its largest is {np.min(worst):.1e}."
+    low = jnp.finfo(cov.dtype).bits < 64
+    precision = (
+        f"the covariance is {cov.dtype}: enable float64 with {X64_FIX} before creating any array"
+        if low
+        else f"a near-singular covariance still fails in float64 ({X64_FIX} is on)"
+    )
+    raise np.linalg.LinAlgError(
+        f"{what}: the Cholesky factorisation of the {n} x {n} covariance failed (it is not "
+        f"positive definite at {cov.dtype} precision), so the result is NaN.{detail} Likely causes: "
+        f"(1) precision: {precision}; "
+        f"(2) jitter: the covariance is nearly singular, as when the lengthscale is long "
+        f"compared with the spacing of the inputs and the noise is tiny; raise the noise or "
+        f"the jitter; "
+        f"(3) scale of the data: standardise x and y (zero mean, unit variance) so that the "
+        f"hyperparameters are of order one."
+    )
+
+
+def check_not_empty(n: int, what: str) -> None:
+    """Raise if there are no data points."""
+    if n == 0:
+        raise ValueError(f"{what} holds no data points (N = 0); a GP needs at least one observation.")
+
+
 def check_data(
     x: ArrayLike, y: ArrayLike | None = None, *, x_name: str = "x"
 ) -> tuple[Array, Array | None]:
     """Validate data: ``x`` of shape ``(N,)`` or ``(N, D)``, ``y`` of shape ``(N,)``.
-    ``x_name`` is the name errors give ``x`` (for example ``"x_test"``)."""
+    ``x_name`` is the name errors give ``x`` (for example ``"x_test"``). Training data
+    (``x_name="x"``) must have N >= 1; test inputs may be empty."""
     x = as_float(x)
     if x.ndim not in (1, 2):
         raise ValueError(f"`{x_name}` must have shape (N,) or (N, D); got shape {x.shape}.")
+    if x.ndim == 2 and x.shape[1] == 0:
+        raise ValueError(f"`{x_name}` has shape {x.shape}: no features; give at least one column.")
+    if x_name == "x":
+        check_not_empty(x.shape[0], "`x`")
+        check_precision(x, x_name)
     check_finite(x, x_name)
     if y is None:
         return x, None

@@ -24,7 +24,7 @@ from numpyro.distributions import constraints
 from ._checks import check_data
 from .kernels import KernelFn, matern32, matern52, rbf
 from .likelihood import JITTER, GPMarginal, GPPrediction, predict
-from .params import Parameterized, PyroxParam, pyrox_method
+from .params import Parameterized, PyroxParam, param_field, pyrox_method
 
 __all__ = ["Kernel", "RBF", "Matern32", "Matern52", "ExactGP"]
 
@@ -40,8 +40,8 @@ class Kernel(Parameterized):
     pass ``PyroxParam(init, prior=...)`` to make it a random variable.
     """
 
-    lengthscale: PyroxParam = eqx.field(default_factory=_positive)
-    amplitude: PyroxParam = eqx.field(default_factory=_positive)
+    lengthscale: PyroxParam = param_field(1.0, domain=constraints.positive)
+    amplitude: PyroxParam = param_field(1.0, domain=constraints.positive)
     fn: ClassVar[KernelFn]
 
     @pyrox_method
@@ -78,7 +78,7 @@ class ExactGP(Parameterized):
     """
 
     kernel: Kernel
-    noise: PyroxParam = eqx.field(default_factory=lambda: PyroxParam(0.1, constraint=constraints.positive))
+    noise: PyroxParam = param_field(0.1, domain=constraints.positive)
     obs_site: str = eqx.field(default="y", static=True)
     jitter: float = eqx.field(default=JITTER, static=True)
 

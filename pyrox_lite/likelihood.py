@@ -6,13 +6,20 @@ Gaussian, :math:`y \sim \mathcal{N}(0, K + \sigma^2 I)`. We add a fixed
 ``JITTER * I`` to the covariance for numerical safety.
 
 :func:`gp_log_marginal` evaluates the log density from one Cholesky factor and
-has a hand-derived gradient, :math:`\partial \log p / \partial C = \tfrac12(\alpha\alpha^\top - C^{-1})`
-with :math:`\alpha = C^{-1} y`, that reuses that factor instead of
-differentiating through the factorisation.
+has a hand-derived derivative that reuses that factor instead of differentiating
+through the factorisation. It is a JVP rule, linear in the tangents,
+
+.. math:: d \log p = -\alpha^\top dy + \tfrac12 \alpha^\top dC\, \alpha - \tfrac12 \langle C^{-1}, dC \rangle,
+    \qquad \alpha = C^{-1} y,
+
+so forward mode (``jax.jvp``, ``jax.jacfwd``) uses it directly and JAX transposes it
+for reverse mode (``jax.grad``), where it gives the gradient
+:math:`\partial \log p / \partial C = \tfrac12(\alpha\alpha^\top - C^{-1})`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -20,10 +27,20 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jax import Array
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 from numpyro.distributions import Distribution, constraints
 
-from ._checks import as_float, check_data, check_finite, check_positive, check_same_features
+from ._checks import (
+    as_float,
+    check_data,
+    check_factorised,
+    check_finite,
+    check_not_empty,
+    check_positive,
+    check_precision,
+    check_same_features,
+)
 from .params import one_call
 
 __all__ = ["JITTER", "gp_log_marginal", "GPMarginal", "GPPrediction", "predict"]
@@ -81,23 +98,32 @@ def _factor(y: Array, cov: Array) -> tuple[Array, Array, Array]:
     return value, chol, alpha
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _logpdf(y: Array, cov: Array) -> Array:
     return _factor(y, cov)[0]
 
 
-def _logpdf_fwd(y: Array, cov: Array) -> tuple[Array, tuple[Array, Array]]:
+@functools.partial(_logpdf.defjvp, symbolic_zeros=True)
+def _logpdf_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> tuple[Array, Array]:
+    # d log p = -alpha^T dy + 1/2 alpha^T dC alpha - 1/2 <C^{-1}, dC>. Everything but the
+    # tangents is a primal value (alpha, C^{-1}), so the rule is linear in (dy, dC) and JAX
+    # transposes it for reverse mode: there the primal values are residuals of the forward
+    # pass and the backward pass is a few O(N^2) products. C^{-1} is built only when the
+    # covariance has a tangent (SymbolicZero marks an input that is not differentiated).
+    y, cov = primals
+    dy, dcov = tangents
     value, chol, alpha = _factor(y, cov)
-    return value, (chol, alpha)
-
-
-def _logpdf_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
-    chol, alpha = res
-    cov_inv = _gram_t(_tril_inv(chol))
-    return -g * alpha, 0.5 * g * (jnp.outer(alpha, alpha) - cov_inv)
-
-
-_logpdf.defvjp(_logpdf_fwd, _logpdf_bwd)
+    terms = []
+    if not isinstance(dy, SymbolicZero):
+        terms.append(-(alpha @ dy))
+    if not isinstance(dcov, SymbolicZero):
+        # alpha^T dC alpha - <C^{-1}, dC> = <alpha alpha^T - C^{-1}, dC>: one primal matrix,
+        # so reverse mode's cotangent of C is 1/2 g (alpha alpha^T - C^{-1}) in one pass.
+        cov_grad = jnp.outer(alpha, alpha) - _gram_t(_tril_inv(chol))
+        terms.append(0.5 * jnp.sum(cov_grad * dcov))
+    if not terms:
+        return value, jnp.zeros_like(value)
+    return value, sum(terms[1:], terms[0])
 
 
 def gp_log_marginal(y: ArrayLike, cov: ArrayLike) -> Array:
@@ -112,14 +138,28 @@ def gp_log_marginal(y: ArrayLike, cov: ArrayLike) -> Array:
 
     Returns:
         The log density, shape ``(...)``. One Cholesky factorisation serves both
-        the value and the gradient.
+        the value and the derivative, in forward and in reverse mode.
+
+    Raises:
+        ValueError: for mismatched shapes, N = 0, or NaN in ``y``.
+        numpy.linalg.LinAlgError: in an eager call whose Cholesky factorisation fails;
+            the message names the likely causes (precision, jitter, scale of the data).
+            Under ``jit`` nothing is checked and the result is NaN.
+
+    Warns:
+        UserWarning: when float64 is not enabled.
     """
     y, cov = as_float(y), as_float(cov)
     if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2] or y.shape[-1:] != cov.shape[-1:]:
         raise ValueError(
             f"`cov` must have shape (..., N, N) and `y` shape (..., N); got {cov.shape} and {y.shape}."
         )
-    return jnp.vectorize(_logpdf, signature="(n),(n,n)->()")(y, cov)
+    check_not_empty(cov.shape[-1], "`cov`")
+    check_precision(cov, "cov")
+    check_finite(y, "y")
+    value = jnp.vectorize(_logpdf, signature="(n),(n,n)->()")(y, cov)
+    check_factorised(value, cov, "gp_log_marginal")
+    return value
 
 
 class GPMarginal(Distribution):
@@ -142,6 +182,8 @@ class GPMarginal(Distribution):
         self.gram, self.noise, self.jitter = as_float(gram), as_float(noise), jitter
         if self.gram.ndim < 2 or self.gram.shape[-1] != self.gram.shape[-2]:
             raise ValueError(f"`gram` must have shape (..., N, N); got {self.gram.shape}.")
+        check_not_empty(self.gram.shape[-1], "`gram`")
+        check_precision(self.gram, "gram")
         batch_shape = jnp.broadcast_shapes(self.gram.shape[:-2], jnp.shape(self.noise))
         super().__init__(batch_shape, self.gram.shape[-1:], validate_args=validate_args)
 
@@ -162,7 +204,9 @@ class GPMarginal(Distribution):
         )
 
     def sample(self, key: Array, sample_shape: tuple[int, ...] = ()) -> Array:
-        chol = jnp.linalg.cholesky(self.covariance_matrix)
+        cov = self.covariance_matrix
+        chol = jnp.linalg.cholesky(cov)
+        check_factorised(chol, cov, "GPMarginal.sample")
         eps = jax.random.normal(key, sample_shape + self.batch_shape + self.event_shape, chol.dtype)
         return jnp.einsum("...ij,...j->...i", chol, eps)
 
@@ -208,7 +252,17 @@ def predict(
         x_test: test inputs, shape ``(M,)`` or ``(M, D)``.
         noise: observation noise standard deviation :math:`\sigma`.
 
-    Pure and jit-able: ``jax.vmap`` it over posterior draws of the hyperparameters.
+    Pure and jit-able. For posterior draws of the hyperparameters, loop over the draws:
+    ``jax.lax.map(lambda draw: predict(...), draws)`` compiles one program that takes
+    one draw at a time, or give ``numpyro.infer.Predictive`` a model that calls this
+    function once per draw. Do not ``jax.vmap`` it over hundreds of draws: batched
+    triangular solves have been seen to deadlock on CPU with jaxlib 0.10.2 (see the
+    book's note on batched solves, labelled ``vmap-caveat``), and on CPU the batched
+    program was not faster than ``jax.lax.map`` over 500 draws.
+
+    Raises:
+        ValueError: for bad shapes, N = 0 training points, NaN, or a non-positive noise.
+        numpy.linalg.LinAlgError: in an eager call whose Cholesky factorisation fails.
     """
     x, y = check_data(x, y)
     x_test, _ = check_data(x_test, x_name="x_test")
@@ -219,7 +273,9 @@ def predict(
         k_xx = kernel(x, x)
         k_tx = kernel(x_test, x)
         k_tt = jax.vmap(lambda t: kernel(t[None], t[None])[0, 0])(x_test)
-    chol = jnp.linalg.cholesky(k_xx + (noise**2 + jitter) * jnp.eye(x.shape[0], dtype=x.dtype))
+    cov = k_xx + (noise**2 + jitter) * jnp.eye(x.shape[0], dtype=x.dtype)
+    chol = jnp.linalg.cholesky(cov)
+    check_factorised(chol, cov, "predict")
     # One triangular solve serves both moments: with w = L^{-1} y and V = L^{-1} K_{X*},
     # the mean K_{*X} C^{-1} y is V^T w and the variance reduction is the column norms of V.
     solved = jsl.solve_triangular(chol, jnp.concatenate([y[:, None], k_tx.T], axis=1), lower=True)

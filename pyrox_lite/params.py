@@ -11,6 +11,9 @@
   :class:`Parameterized` resolves every such field: prior -> ``numpyro.sample``;
   no prior -> ``numpyro.param`` with its constraint; outside any NumPyro
   handler -> the init value, so the module also works as a plain function.
+* :func:`param_field` declares such a field together with its *domain*, the set
+  its values must live in (positive for a lengthscale); ``Parameterized`` rejects,
+  at construction, a ``PyroxParam`` whose prior or constraint reaches outside it.
 
 Nothing is stored outside the pytree. The per-call site cache is a context
 variable that exists only while the outermost ``pyrox_method`` runs, so modules
@@ -36,7 +39,7 @@ from numpyro.distributions.constraints import Constraint
 
 from ._checks import as_float, concrete
 
-__all__ = ["PyroxModule", "pyrox_method", "one_call", "PyroxParam", "Parameterized"]
+__all__ = ["PyroxModule", "pyrox_method", "one_call", "PyroxParam", "Parameterized", "param_field"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,7 +50,13 @@ _CALL_SITES: contextvars.ContextVar[dict[str, tuple[object, Any]] | None] = cont
 
 
 def _inside_handler() -> bool:
-    """Whether any NumPyro effect handler (seed, trace, substitute, ...) is active."""
+    """Whether any NumPyro effect handler (seed, trace, substitute, ...) is active.
+
+    NumPyro has no public way to ask this; its own ``sample`` and ``param`` read the
+    handler stack ``numpyro.primitives._PYRO_STACK``, and so does this function.
+    ``tests/unit/test_numpyro_internals.py`` fails, naming the attribute, if a NumPyro
+    release changes it.
+    """
     return bool(numpyro.primitives._PYRO_STACK)
 
 
@@ -147,7 +156,21 @@ class PyroxParam(eqx.Module):
         init: initial (and plain-call) value.
         prior: a NumPyro distribution; if given, the parameter is a sample site.
         constraint: support of a learnable parameter; defaults to the prior's
-            support, or to the real line when there is no prior.
+            support, else to the domain its field declares (see :func:`param_field`),
+            else to the real line.
+
+    A ``PyroxParam`` is a pytree whose leaves are ``init`` *and the prior's
+    parameters* (a NumPyro distribution is itself a pytree). So
+    ``jax.tree_util.tree_map(f, module)`` applies ``f`` to the priors' ``loc`` and
+    ``scale`` as well as to the values: that keeps a prior inside the module under
+    ``jit``, ``vmap`` and copies. To map the values only, stop at each
+    ``PyroxParam`` and rebuild it::
+
+        jax.tree_util.tree_map(
+            lambda p: eqx.tree_at(lambda q: q.init, p, f(p.init)) if isinstance(p, PyroxParam) else p,
+            module,
+            is_leaf=lambda node: isinstance(node, PyroxParam),
+        )
     """
 
     init: Array = eqx.field(converter=as_float)
@@ -156,38 +179,139 @@ class PyroxParam(eqx.Module):
 
     @property
     def support(self) -> Constraint:
-        """The set the parameter lives in."""
+        """The set the parameter lives in, whatever field holds it."""
+        return self._support_in(None)
+
+    def _support_in(self, domain: Constraint | None) -> Constraint:
+        """The set the parameter lives in when its field declares ``domain``."""
         if self.constraint is not None:
             return self.constraint
         if self.prior is not None:
             return self.prior.support
-        return constraints.real
+        return domain if domain is not None else constraints.real
 
-    def check(self, name: str) -> None:
-        """Raise a ``ValueError`` naming ``name`` if the init value is not finite or not in the support."""
+    def check(self, name: str, domain: Constraint | None = None) -> None:
+        """Raise a ``ValueError`` naming ``name`` if the prior or the constraint reaches
+        outside ``domain`` (the field's declared domain), or if the init value is not
+        finite or not in the support."""
+        if domain is not None:
+            _check_inside(self.prior.support if self.prior is not None else None, domain, name, "prior")
+            _check_inside(self.constraint, domain, name, "constraint")
         value = concrete(self.init)
         if value is None:
             return
         if not np.all(np.isfinite(value)):
             raise ValueError(f"Parameter {name!r}: init value {value} is not finite.")
-        if not np.all(np.asarray(self.support(value))):
+        support = self._support_in(domain)
+        if not np.all(np.asarray(support(value))):
             raise ValueError(
                 f"Parameter {name!r}: init value {value} is outside its support "
-                f"{type(self.support).__name__.strip('_')}; "
+                f"{_name(support)}; "
                 f"give an init inside the support (for example a positive value)."
             )
+
+
+def _name(c: Constraint) -> str:
+    return type(c).__name__.strip("_")
+
+
+def _bounds(c: Constraint) -> tuple[float, float] | None:
+    """``(lower, upper)`` bounds of a constraint, ``None`` where they are unknown (a
+    constraint type this function does not know, or bounds that are traced)."""
+    while hasattr(c, "base_constraint"):  # independent(positive, 1) and friends
+        c = c.base_constraint
+    if isinstance(c, type(constraints.real)):
+        return -np.inf, np.inf
+    if isinstance(c, type(constraints.positive_ordered_vector)):
+        return 0.0, np.inf
+    lower, upper = getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)
+    if lower is None and upper is None:
+        return None
+    bounds = []
+    for b, default in ((lower, -np.inf), (upper, np.inf)):
+        b = default if b is None else concrete(b)
+        if b is None:
+            return None
+        bounds.append(np.asarray(b, dtype=float))
+    return bounds[0], bounds[1]
+
+
+def _check_inside(support: Constraint | None, domain: Constraint, name: str, what: str) -> None:
+    """Raise unless the set ``support`` lies inside ``domain``.
+
+    Decided from the bounds of both sets: a continuous support may touch an open end
+    of the domain (``Uniform(0, 10)`` or ``TruncatedNormal(low=0)`` for a positive
+    parameter: the end has probability zero), a discrete one may not. A support whose
+    bounds are unknown (a custom constraint, or traced bounds) is let through.
+    """
+    if support is None:
+        return
+    have, want = _bounds(support), _bounds(domain)
+    if have is None or want is None:
+        return
+    (lo, hi), (dlo, dhi) = have, want
+    discrete = bool(getattr(support, "is_discrete", False))
+
+    def within(end, dend, outside) -> bool:
+        if np.all(end == dend):
+            return not discrete or bool(np.all(np.asarray(domain(dend))))
+        return not np.any(outside(end, dend))
+
+    if within(lo, dlo, np.less) and within(hi, dhi, np.greater):
+        return
+    hint = (
+        " Use a prior on the positive reals, such as dist.LogNormal, dist.HalfNormal, "
+        "dist.Gamma or dist.TruncatedNormal(..., low=0.0)."
+        if isinstance(domain, type(constraints.positive))
+        else ""
+    )
+    raise ValueError(
+        f"Parameter {name!r}: its {what} has support {support}, which reaches outside the "
+        f"parameter's domain {domain}.{hint}"
+    )
+
+
+def param_field(init: ArrayLike = 1.0, *, domain: Constraint = constraints.positive) -> Any:
+    """Declare a :class:`PyroxParam` field of a :class:`Parameterized` class, and its domain.
+
+    The default value is a learnable parameter, ``PyroxParam(init, constraint=domain)``.
+    The domain is part of the field, not of the value a user passes: a ``Parameterized``
+    module checks at construction that every ``PyroxParam`` it holds fits the domain of
+    its field, and a ``PyroxParam`` with neither prior nor constraint takes the domain
+    as its constraint. For example::
+
+        class Periodic(Kernel):
+            period: PyroxParam = param_field(1.0)  # positive
+            shift: PyroxParam = param_field(0.0, domain=constraints.real)
+
+    A prior or constraint that reaches outside the domain, say ``dist.Normal`` for a
+    lengthscale, is an error, not a warning, because no such model is what a user
+    means. The kernels and the noise of :mod:`pyrox_lite.gp` depend on a lengthscale,
+    amplitude or noise only through its square, so a real-line prior does not fail: it
+    silently turns the posterior into its own mirror image, whose draws come with
+    either sign and whose mean is near zero. A user who means "a normal prior on the
+    size" gets that model, with positive draws, from ``dist.HalfNormal``, so the error
+    takes no modelling freedom away. A field that really takes any real value says so
+    with ``domain=constraints.real``.
+    """
+    return eqx.field(
+        default_factory=lambda: PyroxParam(init, constraint=domain),
+        metadata={"domain": domain},
+    )
 
 
 class Parameterized(PyroxModule):
     """A :class:`PyroxModule` whose :class:`PyroxParam` fields resolve themselves.
 
     Declare parameters as fields whose value is a ``PyroxParam``, then read them
-    with :meth:`get_param` inside a :func:`pyrox_method`.
+    with :meth:`get_param` inside a :func:`pyrox_method`. Declare a field with
+    :func:`param_field` to give it a domain: construction then fails for a
+    ``PyroxParam`` whose prior, constraint or init value lies outside it.
     """
 
     def __check_init__(self) -> None:
         for name in self.param_names():
-            getattr(self, name).check(name)
+            getattr(self, name).check(name, self._domain(name))
         sites = self.site_names()
         clashes = sorted({s for s in sites if sites.count(s) > 1})
         if clashes:
@@ -201,6 +325,11 @@ class Parameterized(PyroxModule):
         return tuple(
             f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), PyroxParam)
         )
+
+    def _domain(self, name: str) -> Constraint | None:
+        """The domain the field ``name`` declares through :func:`param_field`, or ``None``."""
+        field = {f.name: f for f in dataclasses.fields(self)}.get(name)
+        return None if field is None else field.metadata.get("domain")
 
     def site_names(self) -> list[str]:
         """Every site this module and its ``Parameterized`` fields register, in field order."""
@@ -226,4 +355,4 @@ class Parameterized(PyroxModule):
             return param.init
         if param.prior is not None:
             return self.pyrox_sample(name, param.prior)
-        return self.pyrox_param(name, param.init, param.support)
+        return self.pyrox_param(name, param.init, param._support_in(self._domain(name)))

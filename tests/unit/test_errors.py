@@ -3,6 +3,8 @@ and it is raised before any inference starts."""
 
 from __future__ import annotations
 
+import re
+
 import equinox as eqx
 import jax
 import numpy as np
@@ -12,6 +14,7 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.infer import MCMC, NUTS
 
+import pyrox_lite
 from pyrox_lite import (
     GPMarginal,
     Parameterized,
@@ -250,3 +253,206 @@ def test_exact_gp_site_names_clash_at_construction():
 def test_pyrox_sample_needs_a_handler():
     with pytest.raises(RuntimeError, match=r"pyrox_sample\('lengthscale'\) needs a NumPyro handler"):
         SampledRBF()(X, X)
+
+
+# ---------------------------------------------------------------------------
+# Empty data.
+
+
+EMPTY = np.zeros(0)
+
+
+def test_empty_training_data():
+    message = r"`x` holds no data points \(N = 0\)"
+    with pytest.raises(ValueError, match=message):
+        exact_gp()(EMPTY, EMPTY)
+    with pytest.raises(ValueError, match=message):
+        handlers.seed(exact_gp(), rng_seed=0)(EMPTY, EMPTY)
+    with pytest.raises(ValueError, match=message):
+        handlers.seed(exact_gp(), rng_seed=0)(EMPTY)  # a prior draw of no points
+    with pytest.raises(ValueError, match=message):
+        exact_gp().predict(EMPTY, EMPTY, X)
+    with pytest.raises(ValueError, match=message):
+        fit_predict(EMPTY, EMPTY, X)
+    with pytest.raises(ValueError, match=message):
+        fit_predict(np.zeros((0, 2)), EMPTY, np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"`gram` holds no data points \(N = 0\)"):
+        GPMarginal(np.zeros((0, 0)), 0.1)
+    with pytest.raises(ValueError, match=r"`cov` holds no data points \(N = 0\)"):
+        gp_log_marginal(EMPTY, np.zeros((0, 0)))
+    with pytest.raises(ValueError, match=r"`x` has shape \(6, 0\): no features"):
+        exact_gp()(np.zeros((6, 0)), Y)
+
+
+def test_empty_test_inputs_are_allowed():
+    """Predicting at no test points is well defined: three empty moments."""
+    prediction = fit_predict(X, Y, EMPTY)
+    assert [m.shape for m in prediction] == [(0,), (0,), (0,)]
+
+
+def test_empty_data_stops_nuts_before_it_runs():
+    mcmc = MCMC(NUTS(exact_gp()), num_warmup=5, num_samples=5, progress_bar=False)
+    with pytest.raises(ValueError, match=r"`x` holds no data points"):
+        mcmc.run(jax.random.key(0), EMPTY, EMPTY)
+
+
+# ---------------------------------------------------------------------------
+# Low precision and failed factorisations.
+
+
+def long_lengthscale_problem(n: int = 300):
+    """The reported case: 300 points, lengthscale 5, noise sd 1e-3 (a near-singular covariance)."""
+    x = np.linspace(-10.0, 10.0, n)
+    return x, np.sin(x), kernels.RBF(5.0, 1.0), 1e-3
+
+
+@pytest.fixture
+def float32():
+    """float64 off for the duration of one test (the setting is restored afterwards)."""
+    with jax.enable_x64(False):
+        yield
+
+
+X64_FIX = r'jax\.config\.update\("jax_enable_x64", True\)'
+
+
+def warned(action, *args) -> list[str]:
+    """The messages of the UserWarnings ``action(*args)`` gives (its errors propagate)."""
+    with pytest.warns(UserWarning) as record:
+        action(*args)
+    return [str(w.message) for w in record]
+
+
+def test_float32_is_reported_with_the_fix(float32):
+    cases = {
+        "`x`": lambda: handlers.seed(exact_gp(), rng_seed=0)(X, Y),
+        "`cov`": lambda: gp_log_marginal(Y, np.eye(6)),
+        "`gram`": lambda: GPMarginal(np.eye(6), 0.1),
+        "`x` ": lambda: fit_predict(X, Y, X),
+    }
+    for name, action in cases.items():
+        messages = warned(action)
+        pattern = rf"{name.strip()} is float32: float64 is not enabled.*{X64_FIX}"
+        assert any(re.search(pattern, m) for m in messages), messages
+
+
+def test_float32_failure_is_an_error_naming_precision(float32):
+    """In float32 the reported case's Cholesky factorisation fails: eagerly, that is an error
+    naming the fix, not a NaN."""
+    x, y, kernel, noise = long_lengthscale_problem()
+    with pytest.warns(UserWarning):
+        cov = GPMarginal(kernel(x, x), noise).covariance_matrix
+    assert cov.dtype == np.float32
+    message = rf"Cholesky factorisation of the 300 x 300 covariance failed.*float32.*{X64_FIX}"
+    calls = [
+        lambda: gp_log_marginal(y, cov),
+        lambda: GPMarginal(kernel(x, x), noise).log_prob(y),
+        lambda: predict(kernel, x, y, X, noise),
+        lambda: GPMarginal(kernel(x, x), noise).sample(jax.random.key(0)),
+    ]
+    for call in calls:
+        with pytest.raises(np.linalg.LinAlgError, match=message):
+            warned(call)
+
+
+def test_float64_handles_the_reported_case():
+    x, y, kernel, noise = long_lengthscale_problem()
+    assert np.isfinite(gp_log_marginal(y, GPMarginal(kernel(x, x), noise).covariance_matrix))
+
+
+def test_failed_factorisation_names_the_causes():
+    """A covariance that is not positive definite even in float64."""
+    cov = np.eye(6) - 2.0 * np.outer(np.ones(6), np.ones(6)) / 6  # eigenvalue -1
+    message = (
+        r"gp_log_marginal: the Cholesky factorisation of the 6 x 6 covariance failed.*"
+        r"smallest eigenvalue relative to its largest is -1\.0e\+00.*"
+        r"\(1\) precision.*\(2\) jitter.*\(3\) scale of the data"
+    )
+    with pytest.raises(np.linalg.LinAlgError, match=message):
+        gp_log_marginal(Y, cov)
+    with pytest.raises(ValueError, match=r"Cholesky"):  # LinAlgError is a ValueError
+        gp_log_marginal(np.stack([Y, Y]), np.stack([np.eye(6), cov]))
+
+
+def test_no_check_under_jit():
+    """Under jit the failure is not inspected (nothing is added to the compiled program):
+    the result is NaN, as from any JAX Cholesky."""
+    cov = np.eye(6) - 2.0 * np.outer(np.ones(6), np.ones(6)) / 6
+    assert np.isnan(jax.jit(gp_log_marginal)(Y, cov))
+
+
+# ---------------------------------------------------------------------------
+# Priors and constraints that do not fit the domain of their field.
+
+
+WRONG_SUPPORT = {
+    "normal-prior": dict(prior=dist.Normal(0.0, 1.0)),
+    "cauchy-prior": dict(prior=dist.Cauchy(0.0, 1.0)),
+    "negative-uniform": dict(prior=dist.Uniform(-1.0, 0.0)),
+    "poisson-includes-zero": dict(prior=dist.Poisson(2.0)),
+    "normal-prior-with-positive-constraint": dict(prior=dist.Normal(0.0, 1.0), constraint=constraints.positive),
+    "real-constraint": dict(constraint=constraints.real),
+    "vector-normal": dict(prior=dist.Normal(0.0, 1.0).expand([2]).to_event(1)),
+}
+
+
+@pytest.mark.parametrize("kwargs", WRONG_SUPPORT.values(), ids=WRONG_SUPPORT.keys())
+@pytest.mark.parametrize("kernel", [gp.RBF, gp.Matern32, gp.Matern52])
+def test_support_outside_the_domain_is_an_error(kernel, kwargs):
+    init = np.ones(kwargs["prior"].event_shape) if "prior" in kwargs else 1.0
+    what = "prior" if "prior" in kwargs else "constraint"
+    for name in ("lengthscale", "amplitude"):
+        with pytest.raises(
+            ValueError, match=rf"Parameter '{name}': its {what} has support .* outside the parameter's domain Positive"
+        ):
+            kernel(**{name: PyroxParam(init, **kwargs)})
+    with pytest.raises(ValueError, match=r"Parameter 'noise': its .* outside the parameter's domain"):
+        gp.ExactGP(kernel(), noise=PyroxParam(init, **kwargs))
+
+
+def test_the_error_suggests_a_positive_prior():
+    with pytest.raises(ValueError, match=r"dist\.LogNormal, dist\.HalfNormal"):
+        gp.RBF(lengthscale=PyroxParam(1.0, prior=dist.Normal(0.0, 1.0)))
+
+
+FITTING_SUPPORT = {
+    "lognormal": dist.LogNormal(0.0, 1.0),
+    "halfnormal": dist.HalfNormal(1.0),
+    "gamma": dist.Gamma(2.0, 1.0),
+    "uniform-from-zero": dist.Uniform(0.0, 10.0),
+    "truncated-normal-at-zero": dist.TruncatedNormal(1.0, 1.0, low=0.0),
+    "loguniform": dist.LogUniform(0.1, 10.0),
+    "vector-lognormal": dist.LogNormal(0.0, 1.0).expand([2]).to_event(1),
+}
+
+
+@pytest.mark.parametrize("prior", FITTING_SUPPORT.values(), ids=FITTING_SUPPORT.keys())
+def test_support_inside_the_domain_is_accepted(prior):
+    init = np.ones(prior.event_shape)
+    gp.RBF(lengthscale=PyroxParam(init, prior=prior), amplitude=PyroxParam(init, prior=prior))
+    gp.ExactGP(gp.RBF(), noise=PyroxParam(init, prior=prior))
+
+
+def test_a_value_without_prior_or_constraint_takes_the_domain():
+    """PyroxParam(init) in a positive field is a positive parameter: its init is checked
+    against the domain, and its numpyro.param site is constrained to it."""
+    with pytest.raises(ValueError, match=r"Parameter 'lengthscale': init value -1\.0 is outside its support Positive"):
+        gp.RBF(lengthscale=PyroxParam(-1.0))
+    trace = handlers.trace(handlers.seed(gp.RBF(lengthscale=PyroxParam(0.5)), rng_seed=0)).get_trace(X, X)
+    assert trace["rbf.lengthscale"]["kwargs"]["constraint"] is constraints.positive
+
+
+def test_the_domain_comes_from_the_field():
+    """A field declared with a real domain takes a real-line prior; a field declared
+    without param_field is not checked (as before)."""
+
+    class Shifted(Parameterized):
+        shift: PyroxParam = pyrox_lite.param_field(0.0, domain=constraints.real)
+        scale: PyroxParam = pyrox_lite.param_field(1.0)
+        free: PyroxParam = eqx.field(default_factory=lambda: PyroxParam(0.0))
+
+    Shifted(shift=PyroxParam(-3.0, prior=dist.Normal(0.0, 1.0)), free=PyroxParam(-1.0, prior=dist.Normal()))
+    with pytest.raises(ValueError, match=r"Parameter 'scale': its prior has support Real\(\)"):
+        Shifted(scale=PyroxParam(1.0, prior=dist.Normal(0.0, 1.0)))
+    assert Shifted().scale.constraint is constraints.positive
+    assert Shifted().shift.constraint is constraints.real

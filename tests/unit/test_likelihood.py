@@ -208,6 +208,21 @@ def test_predict_under_vmap_over_draws(kernel_case, small_data):
         assert_prediction_matches(draw, kernel_case, x, y, x_test, ell, amp, noise)
 
 
+def test_predict_under_lax_map_over_draws(rbf_case, small_data):
+    """The loop the predict docstring recommends over posterior draws: one compiled
+    program, one draw at a time."""
+    x, y, x_test = small_data
+    batch = jax.jit(
+        lambda draws: jax.lax.map(
+            lambda d: predict(rbf_case.module(d[0], d[1]), x, y, x_test, d[2]), draws
+        )
+    )(THETAS)
+    assert batch.mean.shape == (len(THETAS), len(x_test))
+    for i, (ell, amp, noise) in enumerate(THETAS):
+        draw = type(batch)(*(moment[i] for moment in batch))
+        assert_prediction_matches(draw, rbf_case, x, y, x_test, ell, amp, noise)
+
+
 def test_exact_gp_predict_matches_predict(kernel_case, small_data):
     x, y, x_test = small_data
     ell, amp, noise = THETAS[1]

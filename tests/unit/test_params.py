@@ -367,6 +367,35 @@ def test_prior_travels_inside_the_pytree(rbf_case, small_data):
     np.testing.assert_allclose(change(model, wider), want, rtol=1e-10)
 
 
+def test_tree_map_maps_the_priors_too(rbf_case):
+    """A prior is part of the pytree: its parameters are leaves, so tree_map rewrites them
+    along with the values. (An identity map, as in COPIES above, cannot show this.)"""
+    model = bayesian_gp(rbf_case)
+    doubled = jax.tree_util.tree_map(lambda a: a * 2, model)
+    assert doubled.noise.init == 0.2 and doubled.kernel.lengthscale.init == 1.4
+    assert (doubled.noise.prior.loc, doubled.noise.prior.scale) == (-4.0, 2.0)  # LogNormal(-2, 1) -> (-4, 2)
+    assert (doubled.kernel.amplitude.prior.loc, doubled.kernel.amplitude.prior.scale) == (0.0, 2.0)
+    theta = theta_sites(rbf_case, THETA)
+    x, y = np.linspace(-1.0, 1.0, 5), np.zeros(5)
+    assert log_density(doubled, (x, y), {}, theta)[0] != log_density(model, (x, y), {}, theta)[0]
+
+
+def test_mapping_only_the_values(rbf_case):
+    """The idiom of the PyroxParam docstring: stop at each PyroxParam and replace its init."""
+    model = bayesian_gp(rbf_case)
+    doubled = jax.tree_util.tree_map(
+        lambda p: eqx.tree_at(lambda q: q.init, p, p.init * 2) if isinstance(p, PyroxParam) else p,
+        model,
+        is_leaf=lambda node: isinstance(node, PyroxParam),
+    )
+    assert (doubled.noise.init, doubled.kernel.lengthscale.init, doubled.kernel.amplitude.init) == (0.2, 1.4, 2.6)
+    for param in (doubled.noise, doubled.kernel.lengthscale, doubled.kernel.amplitude):
+        assert param.prior is not None
+    assert (doubled.noise.prior.loc, doubled.noise.prior.scale) == (-2.0, 1.0)
+    assert (doubled.kernel.lengthscale.prior.loc, doubled.kernel.lengthscale.prior.scale) == (0.0, 1.0)
+    assert "is_leaf=lambda node: isinstance(node, PyroxParam)" in PyroxParam.__doc__
+
+
 @pytest.mark.parametrize("vmap", [jax.vmap, eqx.filter_vmap], ids=["jax.vmap", "eqx.filter_vmap"])
 def test_vmap_over_theta(rbf_case, vmap, small_data):
     x, y, _ = small_data
