@@ -182,8 +182,15 @@ def periodic(
     """
     a, b = _pair(x1, x2)
     ell, p = _scalar(lengthscale, "lengthscale"), _scalar(period, "period")
-    d = _safe_sqrt(jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1))
-    return as_float(amplitude) ** 2 * jnp.exp(-2.0 * (jnp.sin(math.pi * d / p) / ell) ** 2)
+    if a.shape[1] == 1:
+        # One feature: sin^2 is even, so the signed difference serves as the distance, and
+        # sin(u - v) = sin u cos v - cos u sin v needs sines and cosines of the N1 + N2
+        # inputs only, not of the N1 * N2 differences (a sine costs ten times an exp on CPU).
+        u, v = math.pi * a[:, 0] / p, math.pi * b[:, 0] / p
+        s = jnp.outer(jnp.sin(u), jnp.cos(v)) - jnp.outer(jnp.cos(u), jnp.sin(v))
+    else:
+        s = jnp.sin(math.pi * _safe_sqrt(jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)) / p)
+    return as_float(amplitude) ** 2 * jnp.exp(-2.0 * (s / ell) ** 2)
 
 
 def rational_quadratic(
