@@ -7,7 +7,18 @@ Enable float64 before use: ``jax.config.update("jax_enable_x64", True)``.
 """
 
 from . import gp, kernels
-from .kernels import RBF, Matern32, Matern52, matern32, matern52, rbf
+from .kernels import (
+    RBF,
+    Matern32,
+    Matern52,
+    Periodic,
+    RationalQuadratic,
+    matern32,
+    matern52,
+    periodic,
+    rational_quadratic,
+    rbf,
+)
 from .likelihood import JITTER, GPMarginal, GPPrediction, gp_log_marginal, predict
 from .params import Parameterized, PyroxModule, PyroxParam, one_call, param_field, pyrox_method
 
@@ -19,9 +30,13 @@ __all__ = [
     "rbf",
     "matern32",
     "matern52",
+    "periodic",
+    "rational_quadratic",
     "RBF",
     "Matern32",
     "Matern52",
+    "Periodic",
+    "RationalQuadratic",
     "JITTER",
     "gp_log_marginal",
     "GPMarginal",

@@ -9,10 +9,21 @@ NumPyro model is one line::
 
     def model(x, y=None):
         gp(x, y)
+
+Kernels combine: ``k1 + k2`` is a :class:`Sum` and ``k1 * k2`` a :class:`Product`,
+``Parameterized`` kernels again, which register the sites of their parts and no
+site of their own. Each part keeps its site names ``"{pyrox_name}.{field}"``
+(scope: its ``pyrox_name``, or its lower-cased class name), so two parts of one
+class need distinct ``pyrox_name``; a clash is reported when the composite is
+built. ``amplitude=None`` builds a kernel without an amplitude; in a product
+only the first factor may have one (see :mod:`pyrox_lite.kernels`).
 """
 
 from __future__ import annotations
 
+import abc
+import functools
+import operator
 from typing import ClassVar
 
 import equinox as eqx
@@ -22,22 +33,64 @@ from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
 from ._checks import check_data
-from .kernels import KernelFn, matern32, matern52, rbf
+from .kernels import (
+    KernelFn,
+    check_composite,
+    combine,
+    matern32,
+    matern52,
+    periodic,
+    rational_quadratic,
+    rbf,
+)
 from .likelihood import JITTER, GPMarginal, GPPrediction, predict
 from .params import Parameterized, PyroxParam, param_field, pyrox_method
 
-__all__ = ["Kernel", "RBF", "Matern32", "Matern52", "ExactGP"]
+__all__ = [
+    "AbstractKernel",
+    "Kernel",
+    "RBF",
+    "Matern32",
+    "Matern52",
+    "Periodic",
+    "RationalQuadratic",
+    "Sum",
+    "Product",
+    "ExactGP",
+]
 
 
-def _positive() -> PyroxParam:
-    return PyroxParam(1.0, constraint=constraints.positive)
+class AbstractKernel(Parameterized):
+    """Base of the ``Parameterized`` kernels: ``kernel(x1, x2)`` registers the kernel's
+    sites and returns a Gram matrix; ``k1 + k2`` and ``k1 * k2`` return a :class:`Sum`
+    and a :class:`Product`."""
+
+    @abc.abstractmethod
+    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
+        """The Gram matrix between ``x1`` and ``x2``."""
+
+    @property
+    def has_amplitude(self) -> bool:
+        """Whether the kernel carries an amplitude (of its own or of a part)."""
+        return getattr(self, "amplitude", None) is not None
+
+    def __add__(self, other: AbstractKernel) -> Sum:
+        return combine(self, other, AbstractKernel, Sum)
+
+    def __mul__(self, other: AbstractKernel) -> Product:
+        return combine(self, other, AbstractKernel, Product)
+
+    def _amplitude(self) -> Array | float:
+        """The amplitude's value, or 1 for a kernel built with ``amplitude=None``."""
+        return 1.0 if getattr(self, "amplitude", None) is None else self.get_param("amplitude")
 
 
-class Kernel(Parameterized):
+class Kernel(AbstractKernel):
     """A stationary kernel with ``lengthscale`` and ``amplitude`` parameters.
 
     Each defaults to a learnable positive ``numpyro.param`` initialised at 1;
-    pass ``PyroxParam(init, prior=...)`` to make it a random variable.
+    pass ``PyroxParam(init, prior=...)`` to make it a random variable, or
+    ``amplitude=None`` for a kernel without an amplitude (a factor of a product).
     """
 
     lengthscale: PyroxParam = param_field(1.0, domain=constraints.positive)
@@ -46,7 +99,7 @@ class Kernel(Parameterized):
 
     @pyrox_method
     def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return type(self).fn(x1, x2, self.get_param("lengthscale"), self.get_param("amplitude"))
+        return type(self).fn(x1, x2, self.get_param("lengthscale"), self._amplitude())
 
 
 class RBF(Kernel):
@@ -67,17 +120,91 @@ class Matern52(Kernel):
     fn = staticmethod(matern52)
 
 
+class Periodic(AbstractKernel):
+    """Periodic kernel with ``PyroxParam`` hyperparameters; see :func:`pyrox_lite.kernels.periodic`.
+
+    ``lengthscale``, ``period`` and ``amplitude`` default to learnable positive
+    parameters initialised at 1; ``amplitude=None`` leaves the amplitude out.
+    """
+
+    lengthscale: PyroxParam = param_field(1.0, domain=constraints.positive)
+    period: PyroxParam = param_field(1.0, domain=constraints.positive)
+    amplitude: PyroxParam = param_field(1.0, domain=constraints.positive)
+
+    @pyrox_method
+    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
+        ell, p = self.get_param("lengthscale"), self.get_param("period")
+        return periodic(x1, x2, ell, p, self._amplitude())
+
+
+class RationalQuadratic(AbstractKernel):
+    """Rational-quadratic kernel with ``PyroxParam`` hyperparameters; see
+    :func:`pyrox_lite.kernels.rational_quadratic`.
+
+    ``lengthscale``, ``alpha`` and ``amplitude`` default to learnable positive
+    parameters initialised at 1; ``amplitude=None`` leaves the amplitude out.
+    """
+
+    lengthscale: PyroxParam = param_field(1.0, domain=constraints.positive)
+    alpha: PyroxParam = param_field(1.0, domain=constraints.positive)
+    amplitude: PyroxParam = param_field(1.0, domain=constraints.positive)
+
+    @pyrox_method
+    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
+        ell, shape = self.get_param("lengthscale"), self.get_param("alpha")
+        return rational_quadratic(x1, x2, ell, shape, self._amplitude())
+
+
+class _Composite(AbstractKernel):
+    parts: tuple[AbstractKernel, ...] = eqx.field(converter=tuple)
+
+    def __check_init__(self) -> None:
+        check_composite(self, AbstractKernel)
+
+    @property
+    def has_amplitude(self) -> bool:
+        return any(k.has_amplitude for k in self.parts)
+
+    def site_names(self) -> list[str]:
+        """The sites of the parts, in order; a composite registers none of its own."""
+        return [name for k in self.parts for name in k.site_names()]
+
+
+class Sum(_Composite):
+    """The sum of ``Parameterized`` kernels, usually built with ``+``.
+
+    ``parts`` is the tuple of terms (at least two; nested sums are flattened).
+    Calling it calls every term, which registers the term's own sites.
+    """
+
+    @pyrox_method
+    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
+        return functools.reduce(operator.add, (k(x1, x2) for k in self.parts))
+
+
+class Product(_Composite):
+    """The product of ``Parameterized`` kernels, usually built with ``*``.
+
+    ``parts`` is the tuple of factors (at least two). Only the first factor may
+    carry an amplitude; build the others with ``amplitude=None``.
+    """
+
+    @pyrox_method
+    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
+        return functools.reduce(operator.mul, (k(x1, x2) for k in self.parts))
+
+
 class ExactGP(Parameterized):
     """Exact GP regression: a kernel, Gaussian noise and the observation site.
 
     Attributes:
-        kernel: a ``Parameterized`` kernel such as :class:`RBF`.
+        kernel: a ``Parameterized`` kernel such as :class:`RBF`, or a sum or product of them.
         noise: the noise standard deviation.
         obs_site: name of the observation site.
         jitter: added to the diagonal of the training covariance.
     """
 
-    kernel: Kernel
+    kernel: AbstractKernel
     noise: PyroxParam = param_field(0.1, domain=constraints.positive)
     obs_site: str = eqx.field(default="y", static=True)
     jitter: float = eqx.field(default=JITTER, static=True)
