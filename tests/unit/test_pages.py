@@ -70,8 +70,14 @@ def test_notebook_is_committed_clean(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_code_fits_the_column(path: Path) -> None:
+    # A cell whose input is folded away (hide-input) opens in a dropdown whose body is
+    # narrower than the column: 690 px instead of 722 at a 1280 px window.
+    def limit(cell: dict) -> int:
+        tags = cell.get("metadata", {}).get("tags", [])
+        return 84 if {"hide-input", "hide-cell"} & set(tags) else 88
+
     long = [(c["id"], line) for c in cells(path) if c["cell_type"] == "code"
-            for line in code_lines(c) if len(line) > 88]
+            for line in code_lines(c) if len(line) > limit(c)]
     assert long == []
 
 
