@@ -60,7 +60,7 @@ def test_runs_alone_and_samples_every_posterior(executed) -> None:
     assert len(found) == 1, f"{PAGE}: no single cell records where each posterior came from"
     origin = found[0]
     text = "".join(o.get("data", {}).get("text/plain", "") for o in origin.outputs)
-    for label, seed in [("1 tree_at", 1), ("2 PyroxModule", 2), ("3 Parameterized", 3), ("bridge", 4)]:
+    for label, seed in [("1 tree_at", 0), ("2 PyroxModule", 1), ("3 Parameterized", 2), ("bridge", 3)]:
         assert f"'{label}': 'sampled here, seed {seed}'" in text, text
 
 

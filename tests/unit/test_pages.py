@@ -95,3 +95,46 @@ def test_figures_use_the_book_style(path: Path) -> None:
     widths = [float(w) for w in FIGSIZE.findall(code)]
     assert widths and max(widths) <= 7.0, widths
     assert "fontsize" not in code and "labelsize" not in code and "textsize" not in code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cell_options_are_yaml(path: Path) -> None:
+    """``#| key: value`` options are YAML: an unquoted ": " in a caption makes the whole
+    cell's metadata invalid, and its label and caption silently disappear from the page."""
+    import yaml
+
+    bad = {}
+    for c in cells(path):
+        options = [line[3:] for line in source(c).splitlines() if line.startswith("#|")]
+        if c["cell_type"] == "code" and options:
+            try:
+                assert isinstance(yaml.safe_load("\n".join(options)), dict)
+            except (yaml.YAMLError, AssertionError) as error:
+                bad[c["id"]] = str(error).splitlines()[0]
+    assert bad == {}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_inline_eval_uses_names_defined_above(path: Path) -> None:
+    """The build evaluates an ``{eval}`` role when it reaches its markdown cell, so every name
+    in it must be bound by a code cell above (nbconvert, which ignores the role, cannot tell)."""
+    import ast
+    import builtins
+
+    defined, missing = set(dir(builtins)), {}
+    for c in cells(path):
+        if c["cell_type"] == "code":
+            code = "\n".join(line for line in source(c).splitlines() if not line.startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    defined.add(node.id)
+                elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    defined.add(node.name)
+                elif isinstance(node, ast.alias):
+                    defined.add((node.asname or node.name).split(".")[0])
+        else:
+            for expr in re.findall(r"\{eval\}`([^`]*)`", source(c)):
+                names = {n.id for n in ast.walk(ast.parse(expr)) if isinstance(n, ast.Name)}
+                if names - defined:
+                    missing[expr] = sorted(names - defined)
+    assert missing == {}
