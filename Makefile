@@ -42,8 +42,8 @@ serve:
 	@test -f _build/html/index.html || { echo "no _build/html/index.html: run make book first" >&2; exit 1; }
 	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
-# Unit tests, then one build of the book (every notebook executed once) and the checks
-# of what it built: pages, posterior agreement, the site in a browser (tests/integration).
+# Unit tests, with one build of the book (every notebook executed once) running beside them,
+# then the checks of what it built: pages, posterior agreement, the site in a browser.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 

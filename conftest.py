@@ -1,8 +1,19 @@
-"""Repository-wide pytest set-up: float64 and single-threaded BLAS (see the Makefile)."""
+"""Repository-wide pytest set-up: float64, single-threaded BLAS (see the Makefile), and
+JAX's persistent compilation cache in ``_build/jax-cache``, shared with the book build and
+every notebook kernel the tests start (they inherit this environment)."""
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
+from build_book import jax_cache_env  # noqa: E402
+
+sys.path.pop(0)
+for _name, _value in jax_cache_env().items():
+    os.environ.setdefault(_name, _value)
 
 import jax  # noqa: E402
 

@@ -9,17 +9,14 @@ builds the HTML for a site served under ``/name`` (a GitHub Pages project site).
 
 Why not a single ``jupyter-book build --html --execute``:
 
-* Order. Jupyter Book 2.1 executes notebooks concurrently (two at a time on a
-  two-core machine), in an order of its own choosing (it has run the table of
-  contents backwards), and its ``--execute-parallel`` option is accepted but not
-  used. A page may read files that notebooks before it write (the comparison
-  reads the pattern notebooks' posteriors), so the notebooks run in stages, one
-  per top-level entry of the table of contents in ``myst.yml``: the notebooks of
-  a section start only once every notebook of the sections before it has
-  finished. Each stage but the last is executed by a build of a small project
-  that contains only its notebooks; their outputs land in the execution cache,
-  and the full build that follows takes them from there, executing only the
-  last stage's notebooks.
+* Speed. Jupyter Book 2.1 executes one notebook fewer at a time than the machine has
+  cores (one on a two-core machine), and its ``--execute-parallel`` option is accepted
+  but not used. No notebook of the book reads another's files, so the script executes
+  them side by side itself, ``--jobs`` at a time (default: one per core), each by a build
+  of a small project that holds only that notebook. Their outputs land in the execution
+  cache, and the full build that follows takes every notebook from there. A small build
+  is stopped once its page is written: Jupyter Book's client of the Jupyter server keeps
+  polling it for ten seconds after the work is done.
 * Freshness. The execution cache is keyed on a notebook's own code, not on the
   files it reads, so a cached comparison could outlive the posteriors it shows.
   Every build therefore starts from an empty cache.
@@ -39,6 +36,7 @@ The run's verdict is written to ``_build/logs/build.json`` for the tests.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import importlib.util
 import json
 import os
@@ -49,7 +47,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -92,14 +92,9 @@ def toc_files(config: dict) -> list[str]:
     return walk_toc(config["project"]["toc"])
 
 
-def execution_stages(config: dict) -> list[list[str]]:
-    """The notebooks of each top-level entry of the table of contents that has any, in order."""
-    stages = []
-    for entry in config["project"]["toc"]:
-        notebooks = [f for f in walk_toc([entry]) if f.endswith(".ipynb")]
-        if notebooks:
-            stages.append(notebooks)
-    return stages
+def notebooks_of(config: dict) -> list[str]:
+    """Every notebook of the table of contents, in order."""
+    return [f for f in toc_files(config) if f.endswith(".ipynb")]
 
 
 def build_env() -> dict[str, str]:
@@ -113,7 +108,24 @@ def build_env() -> dict[str, str]:
     env.setdefault("JUPYTER_CONFIG_DIR", str(ROOT / "book_config"))
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("CI", "true")
+    env.update({k: v for k, v in jax_cache_env().items() if k not in env})
     return env
+
+
+def jax_cache_env() -> dict[str, str]:
+    """JAX's persistent compilation cache, in ``_build/jax-cache``, for every notebook of a build.
+
+    A program that two notebooks compile alike (or one notebook twice, as NumPyro does for
+    each chain) is compiled once and read back from disk after that; the compiled code is the
+    same, so are the results. Every compilation is kept, however short (the threshold is
+    0 s). A size limit (4 GiB, never reached) turns on JAX's file lock, so that notebooks
+    running side by side never read an entry another one is still writing.
+    """
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(BUILD / "jax-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
+        "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 * 2**30),
+    }
 
 
 def check_tools(env: dict[str, str]) -> None:
@@ -206,18 +218,29 @@ def theme_at_hand(slot: Path | None, config: dict) -> Path | None:
 # -- running Jupyter Book ----------------------------------------------------------------
 
 
-def jupyter_book(args: list[str], cwd: Path, env: dict[str, str], echo: bool) -> tuple[int, str]:
+RUNNING: set[subprocess.Popen] = set()  # jupyter-book runs in progress, stopped on exit
+STOPPING = threading.Event()  # set when the build is being stopped: start no more runs
+
+
+def jupyter_book(
+    args: list[str], cwd: Path, env: dict[str, str], echo: bool, done: Callable[[str], bool] | None = None
+) -> tuple[int, str]:
     """Run ``jupyter-book build ARGS`` in ``cwd``; return its exit status and log.
 
+    ``done(line)``, when given, is asked after every line of output whether the work is
+    complete; once it says so, the run is stopped and counts as a success (exit status 0).
     Jupyter Book leaves the Jupyter server it started running when it exits with an
     error (as it does offline), so the run gets a process group of its own, and
     whatever is left of that group is stopped afterwards (or on Ctrl-C).
     """
+    if STOPPING.is_set():
+        raise BuildError("the build is being stopped")
     cmd = [sys.executable, "-m", "jupyter_book", "build", *args]
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
     )
+    RUNNING.add(proc)
     lines = []
     try:
         assert proc.stdout is not None
@@ -225,13 +248,21 @@ def jupyter_book(args: list[str], cwd: Path, env: dict[str, str], echo: bool) ->
             lines.append(line)
             if echo and not line.startswith("Starting WebSocket"):
                 print(line, end="", flush=True)
+            if done is not None and done(line):
+                return 0, "".join(lines)
         return proc.wait(), "".join(lines)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a jupyter-book run and everything it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    RUNNING.discard(proc)
 
 
 def read_pages(content: Path) -> dict[str, dict]:
@@ -289,32 +320,73 @@ def only_theme_failed(rc: int, log: str) -> bool:
     return rc != 0 and THEME_FETCH_FAILED.search(log) is not None
 
 
-def execute_stage(notebooks: list[str], config: dict, theme: Path | None, env: dict[str, str], echo: bool) -> None:
-    """Execute ``notebooks`` in a project of their own; seed the main execution cache."""
-    BUILD.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="stage-", dir=BUILD) as tmp:
-        stage = Path(tmp)
-        for top in sorted({Path(f).parts[0] for f in notebooks}):
-            (stage / top).symlink_to(ROOT / top, target_is_directory=(ROOT / top).is_dir())
-        project = {"toc": [{"file": f} for f in notebooks]}
+BUILT = re.compile(r"Built \d+ pages? for project in ")  # the last line of a --site build's work
+
+
+def execute_notebook(notebook: str, config: dict, theme: Path | None, env: dict[str, str]) -> tuple[float, list[str]]:
+    """Execute ``notebook`` in a project of its own; copy its outputs into the execution cache.
+
+    Returns the seconds it took and what went wrong (nothing when all is well).
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="run-", dir=BUILD) as tmp:
+        project_dir = Path(tmp)
+        top = Path(notebook).parts[0]  # the notebook's top-level folder, linked in
+        (project_dir / top).symlink_to(ROOT / top, target_is_directory=(ROOT / top).is_dir())
+        project = {"toc": [{"file": notebook}]}
         if "math" in config["project"]:
             project["math"] = config["project"]["math"]
         template = str(theme) if theme else config.get("site", {}).get("template", "book-theme")
-        stage_config = {"version": 1, "project": project, "site": {"template": template}}
-        (stage / "myst.yml").write_text(yaml.safe_dump(stage_config), encoding="utf-8")
-        rc, log = jupyter_book(["--site", "--execute"], stage, env, echo=False)
-        problems = content_problems(stage / "_build" / "site" / "content", notebooks)
-        if problems or not (rc == 0 or (theme is None and only_theme_failed(rc, log))):
-            if echo and not problems:
-                print(log)
-            raise BuildError("executing the notebooks failed:\n  " + "\n  ".join(problems or [f"exit {rc}"]))
-        cache = BUILD / "execute"
-        cache.mkdir(exist_ok=True)
-        entries = list((stage / "_build" / "execute").glob("*.ipynb"))
-        if len(entries) != len(notebooks):
-            raise BuildError(f"expected {len(notebooks)} execution-cache entries, found {len(entries)}")
-        for entry in entries:
-            shutil.copy2(entry, cache / entry.name)
+        (project_dir / "myst.yml").write_text(
+            yaml.safe_dump({"version": 1, "project": project, "site": {"template": template}}), encoding="utf-8"
+        )
+        entries = project_dir / "_build" / "execute"
+        content = project_dir / "_build" / "site" / "content"
+
+        def written(line: str) -> bool:
+            """Whether the page and its cache entry are all there (the build can stop)."""
+            if not BUILT.search(line):
+                return False
+            try:
+                return len(list(entries.glob("*.ipynb"))) == 1 and notebook in read_pages(content)
+            except (OSError, ValueError):
+                return False
+
+        rc, log = jupyter_book(["--site", "--execute"], project_dir, env, echo=False, done=written)
+        problems = content_problems(content, [notebook])
+        if not problems and not (rc == 0 or (theme is None and only_theme_failed(rc, log))):
+            problems = [f"{notebook}: jupyter-book exited {rc}:\n{log[-3000:]}"]
+        found = list(entries.glob("*.ipynb"))
+        if not problems and len(found) != 1:
+            problems = [f"{notebook}: expected one execution-cache entry, found {len(found)}"]
+        if not problems:
+            (BUILD / "execute").mkdir(exist_ok=True)
+            shutil.copy2(found[0], BUILD / "execute" / found[0].name)
+    return time.perf_counter() - start, problems
+
+
+def execute_notebooks(notebooks: list[str], config: dict, theme: Path | None, env: dict[str, str], jobs: int) -> None:
+    """Execute every notebook, ``jobs`` at a time, in table-of-contents order."""
+    BUILD.mkdir(exist_ok=True)
+    print(f"Executing {len(notebooks)} notebooks, {jobs} at a time:", flush=True)
+    problems = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    try:
+        runs = {pool.submit(execute_notebook, nb, config, theme, env): nb for nb in notebooks}
+        for run in concurrent.futures.as_completed(runs):
+            seconds, found = run.result()
+            print(f"  {runs[run]}: {'failed' if found else 'done'} in {seconds:.0f} s", flush=True)
+            problems += found
+    except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: stop the runs still going
+        STOPPING.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(RUNNING):
+            stop(proc)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    if problems:
+        raise BuildError("executing the notebooks failed:\n  " + "\n  ".join(problems))
 
 
 def check_full_build(rc: int, log: str, files: list[str], cached: list[str], name: str) -> None:
@@ -332,7 +404,7 @@ def check_full_build(rc: int, log: str, files: list[str], cached: list[str], nam
         raise BuildError(f"jupyter-book build --{name} exited {rc}; see {(LOGS / f'book-{name}.log').relative_to(ROOT)}")
 
 
-def build(html: bool, theme_source: str | None = None, echo: bool = True) -> tuple[bool, str]:
+def build(html: bool, theme_source: str | None = None, echo: bool = True, jobs: int = 1) -> tuple[bool, str]:
     """Build the book. Returns whether the HTML was built, and why not if not. Raises BuildError."""
     config = yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8"))
     files = toc_files(config)
@@ -351,14 +423,10 @@ def build(html: bool, theme_source: str | None = None, echo: bool = True) -> tup
         install_theme(Path(theme_source), slot)
     theme = theme_at_hand(slot, config)
 
-    stages = execution_stages(config)
-    cached = [f for stage in stages[:-1] for f in stage]
-    for notebooks in stages[:-1]:
-        start = time.perf_counter()
-        print(f"Executing {', '.join(Path(f).name for f in notebooks)} ...", flush=True)
-        execute_stage(notebooks, config, theme, env, echo)
-        print(f"... done in {time.perf_counter() - start:.0f} s.", flush=True)
-    print("Building every page:", flush=True)
+    cached = notebooks_of(config)  # the full build takes every notebook from the cache
+    start = time.perf_counter()
+    execute_notebooks(cached, config, theme, env, jobs)
+    print(f"... all executed in {time.perf_counter() - start:.0f} s. Building every page:", flush=True)
 
     if html and theme is not None:
         # --html writes the site content as well, then renders it with the theme.
@@ -410,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-html", action="store_true", help="build the site content only")
     parser.add_argument(
+        "--jobs", type=int, default=int(os.environ.get("BOOK_JOBS") or os.cpu_count() or 1), metavar="N",
+        help="notebooks executed at a time (default: $BOOK_JOBS, else one per core)",
+    )
+    parser.add_argument(
         "--theme", default=os.environ.get(THEME_ENV) or None, metavar="DIR|TGZ",
         help=f"a local copy of the site theme: its folder or a .tar.gz of it (default: ${THEME_ENV})",
     )
@@ -420,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"html": False, "theme": args.theme, "base_url": os.environ.get("BASE_URL", "")}
     write_verdict({**record, "error": "the build did not finish"})
     try:
-        built_html, reason = build(html=not args.no_html, theme_source=args.theme)
+        built_html, reason = build(html=not args.no_html, theme_source=args.theme, jobs=max(1, args.jobs))
     except BuildError as err:
         # The HTML folder is removed at the start, so one that exists is this run's (written
         # before the problem was found): the browser tests can still look at it.
@@ -430,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        for proc in list(RUNNING):
+            stop(proc)
     write_verdict({**record, "html": built_html, "no_html_reason": reason})
     print(f"\n{closing_message(built_html, reason)}\n({time.perf_counter() - start:.0f} s)")
     return 0

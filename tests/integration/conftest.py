@@ -1,8 +1,9 @@
 """One build of the book serves every integration test.
 
-The session fixture ``book`` runs ``scripts/build_book.py`` (what ``make book`` runs) once,
-before the first integration test: it executes every notebook of the table of contents
-once, in the order ``myst.yml`` gives, writes the posterior artifacts the agreement tests
+``scripts/build_book.py`` (what ``make book`` runs) starts once the tests are collected and
+runs in the background while the unit tests run; the session fixture ``book`` waits for it
+before the first integration test. The build executes every notebook of the table of contents
+once (side by side, one per core), writes the posterior artifacts the agreement tests
 read (``notebooks/artifacts/``), every page's content (``_build/site/content/``) and,
 when a theme is at hand (downloaded, or ``BOOK_THEME``), the HTML site the browser tests
 load (``_build/html/``).
@@ -49,30 +50,94 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+BUILD_KEY = pytest.StashKey[tuple[subprocess.Popen, float]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the build as soon as the tests are collected, when any integration test will run.
+
+    It runs in the background while the unit tests run (it executes notebooks in kernels of
+    their own), and the ``book`` fixture waits for it.
+    """
+    config = session.config
+    if config.getoption("--reuse-book") or config.getoption("collectonly"):
+        return
+    if not any(item.path.is_relative_to(Path(__file__).parent) for item in session.items):
+        return
+    env = dict(os.environ)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env.setdefault("CI", "true")
+    env.pop("BASE_URL", None)  # the browser tests serve the site at the root
+    LOGS.mkdir(parents=True, exist_ok=True)
+    VERDICT.unlink(missing_ok=True)
+    with OUTPUT.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "build_book.py")],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+    config.stash[BUILD_KEY] = (proc, time.perf_counter())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the browser run, and a build still running when the session ends early (Ctrl-C, -x)."""
+    run = config.stash.get(BROWSER_KEY, None)
+    if run is not None and not isinstance(run, str):
+        run.close()
+    proc, _ = config.stash.get(BUILD_KEY, (None, 0.0))
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        proc.wait()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def book(request: pytest.FixtureRequest) -> Book:
     if request.config.getoption("--reuse-book"):
         if not (OUTPUT.is_file() and VERDICT.is_file()):
             pytest.fail(f"--reuse-book: no earlier build in {LOGS} (run `make book` or the tests once)")
         verdict = json.loads(VERDICT.read_text(encoding="utf-8"))
-        return Book(0 if "error" not in verdict else 1, OUTPUT.read_text(encoding="utf-8"), verdict, None)
-    env = dict(os.environ)
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    env.setdefault("CI", "true")
-    env.pop("BASE_URL", None)  # the browser tests serve the site at the root
-    start = time.perf_counter()
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_book.py")],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, errors="replace",
-    )
-    seconds = time.perf_counter() - start
-    LOGS.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(run.stdout, encoding="utf-8")
-    verdict = json.loads(VERDICT.read_text(encoding="utf-8")) if VERDICT.is_file() else {"error": "no verdict written"}
-    built = Book(run.returncode, run.stdout, verdict, seconds)
-    request.config.stash[BOOK_KEY] = built
+        built = Book(0 if "error" not in verdict else 1, OUTPUT.read_text(encoding="utf-8"), verdict, None)
+    else:
+        proc, start = request.config.stash[BUILD_KEY]
+        returncode = proc.wait()
+        seconds = time.perf_counter() - start
+        output = OUTPUT.read_text(encoding="utf-8", errors="replace")
+        verdict = json.loads(VERDICT.read_text(encoding="utf-8")) if VERDICT.is_file() else {"error": "no verdict written"}
+        built = Book(returncode, output, verdict, seconds)
+        request.config.stash[BOOK_KEY] = built
+    start_browser(request.config, built)
     return built
+
+
+@pytest.fixture(scope="session")
+def browser_run(request: pytest.FixtureRequest, book: Book):
+    """The background run of the browser over the site (a ``browser.BrowserRun``), or why none started."""
+    return request.config.stash.get(BROWSER_KEY, "the browser run was not started")
+
+
+BROWSER_KEY = pytest.StashKey["object"]()  # a browser.BrowserRun, or why none could start
+
+
+def start_browser(config: pytest.Config, built: Book) -> None:
+    """Start loading the site's pages in the background, if any browser test is to run."""
+    if not config.stash.get(BROWSER_TESTS_KEY, False):
+        return
+    try:
+        import browser
+    except ImportError as err:
+        config.stash[BROWSER_KEY] = f"the browser tests cannot run: {err} (pip install -e '.[test]')"
+        return
+    config.stash[BROWSER_KEY] = browser.BrowserRun(built)
+
+
+BROWSER_TESTS_KEY = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The browser tests run last: the pages load in the background while the rest run."""
+    browser_tests = [i for i in items if i.path.name == "test_browser.py"]
+    config.stash[BROWSER_TESTS_KEY] = bool(browser_tests)
+    if browser_tests:
+        items[:] = [i for i in items if i.path.name != "test_browser.py"] + browser_tests
 
 
 BOOK_KEY = pytest.StashKey[Book]()

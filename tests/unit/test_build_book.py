@@ -1,4 +1,4 @@
-"""scripts/build_book.py without running Jupyter Book: stages, the theme, errors, the verdict."""
+"""scripts/build_book.py without running Jupyter Book: the notebooks, the theme, errors, the verdict."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def config(toc: list, template: str = "book-theme") -> dict:
     return {"version": 1, "project": {"toc": toc}, "site": {"template": template}}
 
 
-def test_stages_follow_the_top_level_entries_of_the_toc() -> None:
+def test_notebooks_are_every_notebook_of_the_toc_in_order() -> None:
     toc = [
         {"file": "index.md"},
         {"title": "A", "children": [{"file": "nb/1.ipynb"}, {"file": "nb/2.ipynb"}]},
@@ -28,17 +28,20 @@ def test_stages_follow_the_top_level_entries_of_the_toc() -> None:
         {"file": "api.md"},
         {"file": "nb/5.ipynb"},
     ]
-    assert build_book.execution_stages(config(toc)) == [["nb/1.ipynb", "nb/2.ipynb"], ["nb/3.ipynb", "nb/4.ipynb"], ["nb/5.ipynb"]]
+    assert build_book.notebooks_of(config(toc)) == [f"nb/{i}.ipynb" for i in range(1, 6)]
 
 
-def test_the_book_has_a_stage_for_the_pattern_notebooks_before_the_comparison() -> None:
-    """The comparison reads what the pattern notebooks write: it must be in a later stage."""
-    stages = build_book.execution_stages(yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8")))
-    where = {Path(f).name: i for i, stage in enumerate(stages) for f in stage}
-    readers = [n for n in where if "comparison" in n]
-    assert readers, f"no comparison notebook in the toc: {sorted(where)}"
-    for pattern in ("01_tree_at.ipynb", "02_pyrox_module.ipynb", "03_parameterized.ipynb"):
-        assert where[pattern] < where[readers[0]]
+@pytest.mark.parametrize(
+    ("line", "last"),
+    [
+        ("\U0001f4da Built 1 page for project in 7.37 s.\n", True),
+        ("\U0001f4da Built 9 pages for project in 1.1 min.\n", True),
+        ("\U0001f4d6 Built notebooks/01_tree_at.ipynb in 530 ms.\n", False),
+        ("\U0001f4bf Executing notebook (notebooks/01_tree_at.ipynb) [no execution cache found]\n", False),
+    ],
+)
+def test_the_last_line_of_a_builds_work_is_recognised(line: str, last: bool) -> None:
+    assert bool(build_book.BUILT.search(line)) is last
 
 
 @pytest.mark.parametrize(

@@ -138,3 +138,24 @@ def test_inline_eval_uses_names_defined_above(path: Path) -> None:
                 if names - defined:
                     missing[expr] = sorted(names - defined)
     assert missing == {}
+
+
+ARTIFACT = re.compile(r"[\w-]+\.nc\b")
+
+
+def test_artifact_pattern_finds_file_names() -> None:
+    assert ARTIFACT.findall('idata.to_netcdf("artifacts/pattern1.nc"); FILES = {"a": "b-2.nc"}') == ["pattern1.nc", "b-2.nc"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_reads_no_other_notebooks_files(path: Path) -> None:
+    """A notebook runs alone and in any order: the only posterior files it names are its own.
+
+    The book build runs the notebooks side by side; a page that read another's output would
+    depend on which finished first. Each pattern page may read back what it wrote.
+    """
+    code = [source(c) for c in cells(path) if c["cell_type"] == "code"]
+    named = {name for text in code for name in ARTIFACT.findall(text)}
+    written = {name for text in code for line in text.splitlines() if "to_netcdf" in line
+               for name in ARTIFACT.findall(line)}
+    assert named <= written, f"{path.name} names files it does not write: {sorted(named - written)}"
