@@ -292,14 +292,15 @@ class Chromium:
             raise RuntimeError(f"inspecting the page failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, stem: Path) -> list[Path]:
-        height = int(self.call("Page.getLayoutMetrics")["cssContentSize"]["height"])
+    def screenshot(self, stem: Path, whole: bool = True) -> list[Path]:
+        """The page top to bottom (``whole``), or its first screen, as PNG files."""
+        height = int(self.call("Page.getLayoutMetrics")["cssContentSize"]["height"]) if whole else HEIGHT
         stem.parent.mkdir(parents=True, exist_ok=True)
         files = []
         for i, top in enumerate(range(0, height, SHOT_MAX_H)):
             clip = {"x": 0, "y": top, "width": WIDTH, "height": min(SHOT_MAX_H, height - top), "scale": 1}
             shot = self.call(
-                "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip, optimizeForSpeed=True
+                "Page.captureScreenshot", format="png", captureBeyondViewport=whole, clip=clip, optimizeForSpeed=True
             )
             file = stem.with_name(stem.name + (f"-{i + 1}" if height > SHOT_MAX_H else "") + ".png")
             file.write_bytes(base64.b64decode(shot["data"]))
@@ -444,7 +445,9 @@ def visit_in(mode: str, site: str, exe: str, paths: dict[str, str], cdn: CdnCach
                 browser.pump(0.5)
             report = browser.evaluate(f"{INSPECT}({json.dumps(list(SCROLLS_BY_DESIGN))})")
             name = paths[file].strip("/").replace("/", "-") or "index"
-            shots = browser.screenshot(SHOTS / mode / name)
+            # Whole pages in the first scheme; the first screen of each in the other (the
+            # layout checks above cover the whole page in both).
+            shots = browser.screenshot(SHOTS / mode / name, whole=mode == MODES[0])
             console, failed = complaints_and_failures(browser.events, browser.cdn_failures)
             found[file, mode] = Visit(url, report, console, failed, shots)
     finally:

@@ -22,8 +22,8 @@ page fails when
 The pages are loaded in the background as soon as the book is built (``browser.BrowserRun``,
 started by ``conftest.book``), while the other integration tests run; these tests run last.
 
-A screenshot of every page as a reader sees it, top to bottom, goes to
-``_build/screenshots/{light,dark}/`` (git-ignored).
+A screenshot of every page as a reader sees it, top to bottom in the light scheme and its
+first screen in the dark one, goes to ``_build/screenshots/{light,dark}/`` (git-ignored).
 
 Without a theme (offline, and no ``BOOK_THEME``) there is no HTML, and without
 ``chromium`` no browser: the tests then skip, saying why. ``BOOK_BROWSER_TEST=require``
