@@ -1,6 +1,7 @@
-"""Repository-wide pytest set-up: float64, single-threaded BLAS (see the Makefile), and
+"""Repository-wide pytest set-up: float64, single-threaded BLAS (see the Makefile),
 JAX's persistent compilation cache in ``_build/jax-cache``, shared with the book build and
-every notebook kernel the tests start (they inherit this environment)."""
+every notebook kernel the tests start (they inherit this environment), and ``scripts/`` on
+the import path, so that tests use ``build_book``'s own reading of ``myst.yml``."""
 
 import os
 import sys
@@ -11,7 +12,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
 from build_book import jax_cache_env  # noqa: E402
 
-sys.path.pop(0)
 for _name, _value in jax_cache_env().items():
     os.environ.setdefault(_name, _value)
 

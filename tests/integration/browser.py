@@ -26,6 +26,7 @@ from pathlib import Path
 
 import websocket
 import yaml
+from build_book import toc_files
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
@@ -69,21 +70,7 @@ MAY_FAIL: dict[str, str] = {
 }
 
 
-def toc_files() -> list[str]:
-    config = yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8"))
-
-    def walk(entries: list) -> list[str]:
-        out = []
-        for entry in entries:
-            if "file" in entry:
-                out.append(entry["file"])
-            out += walk(entry.get("children", []))
-        return out
-
-    return walk(config["project"]["toc"])
-
-
-TOC = toc_files()
+TOC = toc_files(yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8")))
 
 
 class Unavailable(Exception):

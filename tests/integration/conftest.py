@@ -108,6 +108,25 @@ def book(request: pytest.FixtureRequest) -> Book:
     return built
 
 
+ARTIFACTS = ROOT / "notebooks" / "artifacts"
+PATTERNS = ("pattern1", "pattern2", "pattern3")
+
+
+@pytest.fixture(scope="session")
+def artifacts(book: Book) -> dict:
+    """The posterior files of the three pattern notebooks (ArviZ InferenceData), read once."""
+    import arviz as az
+
+    missing = [p for p in PATTERNS if not (ARTIFACTS / f"{p}.nc").is_file()]
+    if missing:
+        pytest.fail(
+            f"Posterior artifacts {missing} not found in {ARTIFACTS}: run the notebooks first "
+            f"(`pytest` runs them before this file; or run notebooks/01-03 by hand)."
+        )
+    with az.rc_context({"data.load": "eager"}):
+        return {p: az.from_netcdf(ARTIFACTS / f"{p}.nc") for p in PATTERNS}
+
+
 @pytest.fixture(scope="session")
 def browser_run(request: pytest.FixtureRequest, book: Book):
     """The background run of the browser over the site (a ``browser.BrowserRun``), or why none started."""

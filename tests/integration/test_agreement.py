@@ -18,7 +18,6 @@ BLAS runs single-threaded (the repository's conftest.py sets OPENBLAS_NUM_THREAD
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import arviz as az
 import jax
@@ -34,21 +33,8 @@ from pyrox_lite import GPMarginal
 
 jax.config.update("jax_enable_x64", True)
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "notebooks" / "artifacts"
 PATTERNS = ("pattern1", "pattern2", "pattern3")
 CHECK_NAMES = tuple(f"check_{name}" for name in ref.NAMES)
-
-
-@pytest.fixture(scope="module")
-def artifacts() -> dict[str, az.InferenceData]:
-    missing = [p for p in PATTERNS if not (ARTIFACTS / f"{p}.nc").is_file()]
-    if missing:
-        pytest.fail(
-            f"Posterior artifacts {missing} not found in {ARTIFACTS}: run the notebooks first "
-            f"(`pytest` runs them before this file; or run notebooks/01-03 by hand)."
-        )
-    with az.rc_context({"data.load": "eager"}):
-        return {p: az.from_netcdf(ARTIFACTS / f"{p}.nc") for p in PATTERNS}
 
 
 @pytest.fixture(scope="module")

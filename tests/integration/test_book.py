@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from build_book import toc_files
 from matplotlib import image as mpimg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,21 +29,7 @@ LOG_MARKS = ("\u26a0", "\u26d4")  # Jupyter Book's warning and error prefixes
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def toc_files() -> list[str]:
-    config = yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8"))
-
-    def walk(entries: list) -> list[str]:
-        out = []
-        for entry in entries:
-            if "file" in entry:
-                out.append(entry["file"])
-            out += walk(entry.get("children", []))
-        return out
-
-    return walk(config["project"]["toc"])
-
-
-TOC = toc_files()
+TOC = toc_files(yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8")))
 NOTEBOOKS = [f for f in TOC if f.endswith(".ipynb")]
 
 

@@ -23,14 +23,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 import pytest
 import reference as ref
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
-ARTIFACTS = NOTEBOOKS / "artifacts"
 PATTERNS = {
     "pattern1": "01_tree_at.ipynb",
     "pattern2": "02_pyrox_module.ipynb",
@@ -92,18 +90,6 @@ def model_cells(cells: list[dict]) -> list[tuple[int, str]]:
         for i, cell in enumerate(cells)
         if cell["cell_type"] == "code" and TAG in tags(cell)
     ]
-
-
-@pytest.fixture(scope="module")
-def artifacts() -> dict[str, az.InferenceData]:
-    missing = [p for p in PATTERNS if not (ARTIFACTS / f"{p}.nc").is_file()]
-    if missing:
-        pytest.fail(
-            f"Posterior artifacts {missing} not found in {ARTIFACTS}: run the notebooks first "
-            f"(`pytest` runs them before this file; or run notebooks/01-03 by hand)."
-        )
-    with az.rc_context({"data.load": "eager"}):
-        return {p: az.from_netcdf(ARTIFACTS / f"{p}.nc") for p in PATTERNS}
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
