@@ -222,3 +222,4 @@ class ExactGP(Parameterized):
         """Predictive moments at ``x_test`` given the training data, at the current
         hyperparameter values (sites, or init values outside NumPyro)."""
         return predict(self.kernel, x, y, x_test, self.get_param("noise"), self.jitter)
+from .latent import LatentGP, LatentPrediction, predict_latent, unwhiten, whiten  # noqa: E402,F401
