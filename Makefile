@@ -13,8 +13,6 @@ STAMP := $(VENV)/.installed
 # Single-threaded BLAS: numpy/scipy's OpenBLAS with 2 threads has been seen running
 # hundreds of times slower while another process is busy on a 2-core machine.
 export OPENBLAS_NUM_THREADS := 1
-# Lets the Jupyter server that executes notebooks start even when run as root.
-export JUPYTER_CONFIG_DIR := $(CURDIR)/book_config
 # Notebooks turn NUTS progress bars off in non-interactive runs.
 export CI ?= true
 
