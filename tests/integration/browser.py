@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 from build_book import toc_files
+from playwright.async_api import async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
@@ -267,8 +268,6 @@ async def visit_in(browser, mode: str, site: str, paths: dict[str, str], cdn: Cd
 
 async def visit_all(site: str, exe: str, paths: dict[str, str]) -> dict[tuple[str, str], Visit]:
     """Load every page of the table of contents in each colour scheme, side by side; screenshot it."""
-    from playwright.async_api import async_playwright
-
     shutil.rmtree(SHOTS, ignore_errors=True)
     cdn = CdnCache(CDN_CACHE)
     async with async_playwright() as pw:
