@@ -1,24 +1,19 @@
 """Parameter machinery: NumPyro sites that live with Equinox modules.
 
-* :class:`PyroxModule` gives a module :meth:`~PyroxModule.pyrox_sample` and
-  :meth:`~PyroxModule.pyrox_param`, which register NumPyro sites named
-  ``"{scope}.{name}"``; ``scope`` is the module's ``pyrox_name`` or, by
-  default, its lower-cased class name.
-* :func:`pyrox_method` marks a method as one *call*: inside it, asking twice
-  for the same site returns the same value instead of NumPyro's duplicate-site
-  error, and two different modules that claim the same site name are reported.
-* :class:`PyroxParam` is a declarative field value (init, prior, constraint) and
-  :class:`Parameterized` resolves every such field: prior -> ``numpyro.sample``;
-  no prior -> ``numpyro.param`` with its constraint; outside any NumPyro
-  handler -> the init value, so the module also works as a plain function.
-* :func:`param_field` declares such a field together with its *domain*, the set
-  its values must live in (positive for a lengthscale); ``Parameterized`` rejects,
-  at construction, a ``PyroxParam`` whose prior or constraint reaches outside it.
+* :class:`PyroxModule` registers sites ``"{scope}.{name}"`` with
+  :meth:`~PyroxModule.pyrox_sample` and :meth:`~PyroxModule.pyrox_param`; the scope
+  is the module's ``pyrox_name`` or its lower-cased class name.
+* :func:`pyrox_method` and :func:`one_call` make one *call*: asking twice for a site
+  returns the same value, and two modules that claim one site name are reported.
+* :class:`PyroxParam` declares a field value (init, prior, constraint), which
+  :class:`Parameterized` resolves: prior -> ``numpyro.sample``; no prior ->
+  ``numpyro.param``; outside any NumPyro handler -> the init value.
+* :func:`param_field` declares such a field with its *domain* (positive for a
+  lengthscale); a prior or constraint reaching outside it is refused.
 
-Nothing is stored outside the pytree. The per-call site cache is a context
-variable that exists only while the outermost ``pyrox_method`` runs, so modules
-stay ordinary immutable pytrees under ``jit``, ``vmap``, ``grad``, ``tree_map``,
-``eqx.tree_at`` and copies.
+Nothing is stored outside the pytree: the per-call site cache is a context
+variable that exists only while the outermost call runs, so modules stay ordinary
+immutable pytrees under ``jit``, ``vmap``, ``grad``, ``tree_map`` and ``eqx.tree_at``.
 """
 
 from __future__ import annotations
@@ -274,25 +269,20 @@ def _check_inside(support: Constraint | None, domain: Constraint, name: str, wha
 def param_field(init: ArrayLike = 1.0, *, domain: Constraint = constraints.positive) -> Any:
     """Declare a :class:`PyroxParam` field of a :class:`Parameterized` class, and its domain.
 
-    The default value is a learnable parameter, ``PyroxParam(init, constraint=domain)``.
-    The domain is part of the field, not of the value a user passes: a ``Parameterized``
-    module checks at construction that every ``PyroxParam`` it holds fits the domain of
-    its field, and a ``PyroxParam`` with neither prior nor constraint takes the domain
-    as its constraint. For example::
+    The default value is a learnable parameter, ``PyroxParam(init, constraint=domain)``;
+    a ``PyroxParam`` with neither prior nor constraint takes the domain as its
+    constraint. For example::
 
         class Periodic(Kernel):
             period: PyroxParam = param_field(1.0)  # positive
             shift: PyroxParam = param_field(0.0, domain=constraints.real)
 
     A prior or constraint that reaches outside the domain, say ``dist.Normal`` for a
-    lengthscale, is an error, not a warning, because no such model is what a user
-    means. The kernels and the noise of :mod:`pyrox_lite.gp` depend on a lengthscale,
-    amplitude or noise only through its square, so a real-line prior does not fail: it
-    silently turns the posterior into its own mirror image, whose draws come with
-    either sign and whose mean is near zero. A user who means "a normal prior on the
-    size" gets that model, with positive draws, from ``dist.HalfNormal``, so the error
-    takes no modelling freedom away. A field that really takes any real value says so
-    with ``domain=constraints.real``.
+    lengthscale, is an error: the kernels and the noise depend on such a parameter only
+    through its square, so a real-line prior silently turns the posterior into its own
+    mirror image (draws of either sign, mean near zero). ``dist.HalfNormal`` is the
+    normal prior on the size; a field that really takes any real value says so with
+    ``domain=constraints.real``.
     """
     return eqx.field(
         default_factory=lambda: PyroxParam(init, constraint=domain),
@@ -332,14 +322,16 @@ class Parameterized(PyroxModule):
         return None if field is None else field.metadata.get("domain")
 
     def site_names(self) -> list[str]:
-        """Every site this module and its ``Parameterized`` fields register, in field order."""
+        """Every site this module and its ``Parameterized`` fields (or tuples of them)
+        register, in field order."""
         names: list[str] = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, PyroxParam):
                 names.append(self.site_name(f.name))
-            elif isinstance(value, Parameterized):
-                names.extend(value.site_names())
+            for module in value if isinstance(value, tuple) else (value,):  # a composite's parts
+                if isinstance(module, Parameterized):
+                    names.extend(module.site_names())
         return names
 
     def get_param(self, name: str) -> Array:

@@ -13,6 +13,7 @@ import pytest
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.infer import MCMC, NUTS
+from numpyro.infer.util import log_density
 
 import pyrox_lite
 from pyrox_lite import (
@@ -456,3 +457,35 @@ def test_the_domain_comes_from_the_field():
         Shifted(scale=PyroxParam(1.0, prior=dist.Normal(0.0, 1.0)))
     assert Shifted().scale.constraint is constraints.positive
     assert Shifted().shift.constraint is constraints.real
+
+
+# ---------------------------------------------------------------------------
+# Validation happens once, at the entry point, and does not depend on display names.
+
+
+def test_one_model_call_checks_the_data_once(monkeypatch):
+    """ExactGP checks y on entry; the distribution and the likelihood under it only explain
+    a result that is not finite, so a valid call inspects y once."""
+    checked = []
+    original = pyrox_lite._checks.check_finite
+
+    def counting(x, name):
+        checked.append(name)
+        return original(x, name)
+
+    for module in (pyrox_lite._checks, pyrox_lite.likelihood, pyrox_lite.gp):
+        if hasattr(module, "check_finite"):
+            monkeypatch.setattr(module, "check_finite", counting)
+    theta = {"rbf.lengthscale": 0.7, "rbf.amplitude": 1.0, "exactgp.noise": 0.1}
+    log_density(exact_gp(), (X, Y), {}, theta)  # the log density NUTS starts from
+    assert checked == ["x", "y"]
+
+
+def test_check_data_does_not_depend_on_the_display_name():
+    from pyrox_lite._checks import check_data
+
+    with pytest.raises(ValueError, match=r"`inputs` holds no data points"):
+        check_data(EMPTY, x_name="inputs")
+    assert check_data(EMPTY, x_name="x", allow_empty=True)[0].shape == (0,)
+    with pytest.warns(UserWarning, match=r"`inputs` is float32"), jax.enable_x64(False):
+        check_data(X.astype(np.float32), x_name="inputs")
