@@ -80,12 +80,13 @@ def scaled_sqdist(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike) -> Array
 
 @jax.custom_jvp
 def _safe_sqrt(r2: Array) -> Array:
-    """``sqrt(r2)`` whose derivative is 0 instead of infinite where ``r2 == 0``.
+    """``sqrt(r2)`` whose derivatives of every order are 0 instead of infinite where ``r2 == 0``.
 
     The Matern kernels are smooth at r = 0 and ``r2`` has zero derivative there, so
-    the product should be 0, not ``inf * 0``. Only the derivative is special-cased:
-    the value stays a plain ``sqrt`` (a double-``where`` on the value was seen to
-    produce NaN gradients under ``jit(vmap(grad(...)))`` on CPU).
+    the product should be 0, not ``inf * 0``. Only the derivative is special-cased (a
+    double-``where`` on the value was seen to produce NaN gradients under
+    ``jit(vmap(grad(...)))`` on CPU), and the rule calls this function again, so
+    its own derivative (a Hessian's) is safe too.
     """
     return jnp.sqrt(r2)
 
@@ -93,7 +94,7 @@ def _safe_sqrt(r2: Array) -> Array:
 @_safe_sqrt.defjvp
 def _safe_sqrt_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
     (r2,), (dr2,) = primals, tangents
-    r = jnp.sqrt(r2)
+    r = _safe_sqrt(r2)
     positive = r > 0
     return r, jnp.where(positive, 0.5 * dr2 / jnp.where(positive, r, 1.0), 0.0)
 
