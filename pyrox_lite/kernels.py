@@ -308,12 +308,18 @@ class AbstractKernel(KernelAlgebra):
 
 
 class _Plain(Declared, AbstractKernel):
-    """A plain kernel: its hyperparameters are array leaves, positive when concrete."""
+    """A plain kernel: its hyperparameters are array leaves, checked positive when concrete,
+    at construction and at each call (``eqx.tree_at`` can put any value in a leaf)."""
 
     def __check_init__(self) -> None:
         for name in self.hyperparameter_names():
-            if getattr(self, name) is not None:
-                check_positive(getattr(self, name), name)
+            self._value(name)
+
+    def _value(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is not None:
+            check_positive(value, name)
+        return value
 
 
 class Stationary(_Plain):

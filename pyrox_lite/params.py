@@ -336,13 +336,17 @@ class Parameterized(PyroxModule):
 
     def get_param(self, name: str) -> Array:
         """The value of parameter ``name``: a sample site if it has a prior, else a
-        ``numpyro.param``; its init value outside any NumPyro handler."""
+        ``numpyro.param``; its init value outside any NumPyro handler. The parameter is
+        checked first, as at construction."""
         param = getattr(self, name, None)
         if not isinstance(param, PyroxParam):
             raise ValueError(
                 f"{type(self).__name__} has no parameter {name!r}; "
                 f"its parameters are {list(self.param_names())}."
             )
+        # Checked again here, when the site is registered (at trace time: nothing is added
+        # to a compiled program), because eqx.tree_at can put any value in the field.
+        param.check(name, self._domain(name))
         if not _inside_handler():
             return param.init
         if param.prior is not None:

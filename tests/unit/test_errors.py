@@ -489,3 +489,53 @@ def test_check_data_does_not_depend_on_the_display_name():
     assert check_data(EMPTY, x_name="x", allow_empty=True)[0].shape == (0,)
     with pytest.warns(UserWarning, match=r"`inputs` is float32"), jax.enable_x64(False):
         check_data(X.astype(np.float32), x_name="inputs")
+
+
+# ---------------------------------------------------------------------------
+# Values put in place by eqx.tree_at are checked too: when the sites are registered.
+
+TREE_AT = {
+    "normal-prior": (
+        lambda g: g.kernel.lengthscale,
+        PyroxParam(1.0, prior=dist.Normal(0.0, 1.0)),
+        r"Parameter 'lengthscale': its prior has support Real\(\), which reaches outside",
+    ),
+    "negative-init": (
+        lambda g: g.kernel.lengthscale.init,
+        np.asarray(-1.0),
+        r"Parameter 'lengthscale': init value -1\.0 is outside its support",
+    ),
+    "nan-noise": (lambda g: g.noise.init, np.asarray(np.nan), r"Parameter 'noise': init value nan"),
+}
+
+
+@pytest.mark.parametrize("where, value, message", TREE_AT.values(), ids=TREE_AT.keys())
+def test_values_put_by_tree_at_are_checked(where, value, message):
+    model = eqx.tree_at(where, exact_gp(), value)
+    with pytest.raises(ValueError, match=message):
+        handlers.seed(model, rng_seed=0)(X, Y)
+    with pytest.raises(ValueError, match=message):
+        MCMC(NUTS(model), num_warmup=5, num_samples=5, progress_bar=False).run(jax.random.key(0), X, Y)
+    with pytest.raises(ValueError, match=message):
+        model.predict(X, Y, X)  # outside any handler: the init values, checked as well
+
+
+def test_plain_kernel_leaves_put_by_tree_at_are_checked():
+    kernel = eqx.tree_at(lambda k: k.parts[1].lengthscale, kernels.RBF(1.0, 1.0) + kernels.RBF(2.0, 1.0), -1.0)
+    with pytest.raises(ValueError, match=r"`lengthscale` must be positive; got -1\.0"):
+        kernel(X, X)
+    with pytest.raises(ValueError, match=r"`lengthscale` must be positive"):
+        predict(kernel, X, Y, X, 0.1)
+
+
+def test_the_checks_add_nothing_to_the_compiled_program(monkeypatch):
+    """The checks read only shapes, supports and concrete values: the traced program of the
+    log density is the same with them and without them."""
+    theta = {"rbf.lengthscale": 0.7, "rbf.amplitude": 1.0, "exactgp.noise": 0.1}
+
+    def program():
+        return str(jax.make_jaxpr(lambda t: log_density(exact_gp(), (X, Y), {}, t)[0])(theta))
+
+    checked = program()
+    monkeypatch.setattr(PyroxParam, "check", lambda *args, **kwargs: None)
+    assert program() == checked
