@@ -142,27 +142,26 @@ def matern52(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, amplitude: Ar
 def periodic(
     x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, period: ArrayLike, amplitude: ArrayLike
 ) -> Array:
-    r"""Periodic (exp-sine-squared) kernel, with :math:`d = \lVert x - x' \rVert` the
-    Euclidean distance.
+    r"""Periodic (exp-sine-squared) kernel; with several features, the product over the
+    features of the one-feature kernel.
 
-    .. math:: k(x, x') = \alpha^2 \exp\!\left(-\frac{2 \sin^2(\pi d / p)}{\ell^2}\right)
+    .. math:: k(x, x') = \alpha^2 \exp\!\left(-\frac{2}{\ell^2} \sum_{d=1}^{D}
+        \sin^2\!\left(\frac{\pi (x_d - x'_d)}{p}\right)\right)
 
-    A function drawn with this kernel repeats exactly every :math:`p`; the lengthscale
-    :math:`\ell` sets how wiggly one period is, in units of the sine (as in
-    scikit-learn's ``ExpSineSquared``). ``lengthscale`` and ``period`` (in the units of
-    the inputs) are scalars; the rest as for :func:`rbf`.
+    A function drawn with this kernel repeats exactly every :math:`p` along each feature;
+    the lengthscale :math:`\ell` sets how wiggly one period is, in units of the sine (as
+    in scikit-learn's ``ExpSineSquared``, which equals this kernel for one feature). A
+    product of valid kernels is valid; the sine of the Euclidean distance is not, for
+    D > 1 (its Gram matrices can have negative eigenvalues). ``lengthscale`` and
+    ``period`` (in the units of the inputs) are scalars; the rest as for :func:`rbf`.
     """
     a, b = _pair(x1, x2)
     ell, p = _scalar(lengthscale, "lengthscale"), _scalar(period, "period")
-    if a.shape[1] == 1:
-        # One feature: sin^2 is even, so the signed difference serves as the distance, and
-        # sin(u - v) = sin u cos v - cos u sin v needs sines and cosines of the N1 + N2
-        # inputs only, not of the N1 * N2 differences (a sine costs ten times an exp on CPU).
-        u, v = math.pi * a[:, 0] / p, math.pi * b[:, 0] / p
-        s = jnp.outer(jnp.sin(u), jnp.cos(v)) - jnp.outer(jnp.cos(u), jnp.sin(v))
-    else:
-        s = jnp.sin(math.pi * _safe_sqrt(jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)) / p)
-    return as_float(amplitude) ** 2 * jnp.exp(-2.0 * (s / ell) ** 2)
+    # sin(u - v) = sin u cos v - cos u sin v needs sines and cosines of the N1 + N2 inputs
+    # only, not of the N1 * N2 differences (a sine costs ten times an exp on CPU).
+    u, v = math.pi * a / p, math.pi * b / p
+    s = jnp.sin(u)[:, None, :] * jnp.cos(v)[None] - jnp.cos(u)[:, None, :] * jnp.sin(v)[None]
+    return as_float(amplitude) ** 2 * jnp.exp(-2.0 * jnp.sum(s**2, axis=-1) / ell**2)
 
 
 def rational_quadratic(
