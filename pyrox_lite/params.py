@@ -185,10 +185,30 @@ class PyroxParam(eqx.Module):
             return self.prior.support
         return domain if domain is not None else constraints.real
 
+    def site_prior(self, name: str) -> Distribution | None:
+        """The prior of the site, of the init's shape: a prior of smaller shape is expanded
+        to it (``dist.LogNormal(0, 1)`` for a vector of lengthscales), one whose shape does
+        not broadcast to it is an error naming both shapes."""
+        if self.prior is None:
+            return None
+        shape, have, event = tuple(np.shape(self.init)), self.prior.batch_shape, self.prior.event_shape
+        batch = shape[: len(shape) - len(event)]
+        if have + event == shape:
+            return self.prior
+        expands = len(have) <= len(batch) and all(a in (1, b) for a, b in zip(have[::-1], batch[::-1]))
+        if shape[len(batch):] != event or not expands:
+            raise ValueError(
+                f"Parameter {name!r}: the init value has shape {shape}, but the prior has shape "
+                f"{have + event} (batch {have}, event {event}), which does not expand to it; give an init of the prior's shape or a "
+                f"prior that broadcasts to the init's, such as a scalar prior."
+            )
+        return self.prior.expand(batch).to_event(len(batch))
+
     def check(self, name: str, domain: Constraint | None = None) -> None:
         """Raise a ``ValueError`` naming ``name`` if the prior or the constraint reaches
-        outside ``domain`` (the field's declared domain), or if the init value is not
-        finite or not in the support."""
+        outside ``domain`` (the field's declared domain), if the prior's shape does not fit
+        the init's, or if the init value is not finite or not in the support."""
+        self.site_prior(name)
         if domain is not None:
             _check_inside(self.prior.support if self.prior is not None else None, domain, name, "prior")
             _check_inside(self.constraint, domain, name, "constraint")
@@ -350,5 +370,5 @@ class Parameterized(PyroxModule):
         if not _inside_handler():
             return param.init
         if param.prior is not None:
-            return self.pyrox_sample(name, param.prior)
+            return self.pyrox_sample(name, param.site_prior(name))
         return self.pyrox_param(name, param.init, param._support_in(self._domain(name)))
