@@ -33,7 +33,7 @@ from ._checks import check_data
 from .kernels import Declared, KernelAlgebra, ProductOf, SumOf
 from .kernels import matern32, matern52, periodic, rational_quadratic, rbf
 from .likelihood import JITTER, GPMarginal, GPPrediction, predict
-from .params import Parameterized, PyroxParam, param_field, pyrox_method
+from .params import Parameterized, PyroxParam, _inside_handler, needs_handler, param_field, pyrox_method
 
 __all__ = [
     "AbstractKernel", "Kernel", "RBF", "Matern32", "Matern52", "Periodic",
@@ -144,6 +144,8 @@ class ExactGP(Parameterized):
         """Register the hyperparameters and the observation ``y ~ GPMarginal``; returns ``y``
         (a prior draw when ``y`` is None)."""
         x, y = check_data(x, y)
+        if y is None and not _inside_handler():
+            raise RuntimeError(needs_handler(f"{type(self).__name__}(x) without y"))
         marginal = GPMarginal(self.kernel(x, x), self.get_param("noise"), self.jitter)
         return numpyro.sample(self.obs_site, marginal, obs=y)
 

@@ -217,10 +217,12 @@ class KernelAlgebra(eqx.Module):
     def _combine(self, other: Any, composite: type) -> Any:
         base = self.family[0]
         if not isinstance(other, base):
+            number = " (a number is not a kernel: scale a kernel by its amplitude)"
             raise TypeError(
                 f"A kernel of {base.__module__} can only be combined with another kernel of "
-                f"{base.__module__}; got {_qualname(other)}. Build every part of a composite "
-                f"kernel from one family."
+                f"{base.__module__}; got {_qualname(other)}"
+                f"{number if isinstance(other, (int, float)) else ''}. Build every part of a "
+                f"composite kernel from one family."
             )
         parts = [p for k in (self, other) for p in (k.parts if isinstance(k, composite) else (k,))]
         return composite(tuple(parts))
@@ -228,8 +230,14 @@ class KernelAlgebra(eqx.Module):
     def __add__(self, other: Any) -> Any:
         return self._combine(other, self.family[1])
 
+    def __radd__(self, other: Any) -> Any:
+        # sum([k1, k2]) starts from 0; any other left operand is not a kernel.
+        return self if isinstance(other, int) and other == 0 else self._combine(other, self.family[1])
+
     def __mul__(self, other: Any) -> Any:
         return self._combine(other, self.family[2])
+
+    __rmul__ = __mul__
 
 
 class Declared(KernelAlgebra):

@@ -55,6 +55,14 @@ def _inside_handler() -> bool:
     return bool(numpyro.primitives._PYRO_STACK)
 
 
+def needs_handler(what: str) -> str:
+    """The error message for a random draw asked for outside any NumPyro handler."""
+    return (
+        f"{what} needs a NumPyro handler to draw from its prior: call the module inside a "
+        f"model run by MCMC/Predictive, or under `numpyro.handlers.seed(..., rng_seed=0)`."
+    )
+
+
 @contextlib.contextmanager
 def one_call() -> Iterator[None]:
     """Treat everything inside the block as one call: each site is registered once.
@@ -110,9 +118,7 @@ class PyroxModule(eqx.Module):
     def _register(self, name: str, make: Callable[[str], Any]) -> Any:
         site = self.site_name(name)
         sites = _CALL_SITES.get()
-        if sites is None:
-            return make(site)
-        if site in sites:
+        if sites is not None and site in sites:
             owner, value = sites[site]
             if owner is not self:
                 raise ValueError(
@@ -121,18 +127,25 @@ class PyroxModule(eqx.Module):
                     f"Give each module a distinct `pyrox_name=`."
                 )
             return value
-        value = make(site)
-        sites[site] = (self, value)
+        try:
+            value = make(site)
+        except AssertionError as err:  # NumPyro's trace refuses a second site of one name
+            if "unique names" not in str(err):
+                raise
+            raise ValueError(
+                f"Site {site!r} is registered twice in one run of the model ({err}). Two calls "
+                f"of a module in one model, such as `gp(x, y)` and then `gp.predict(x, y, "
+                f"x_test)`, each register its sites; make them one call, `with "
+                f"pyrox_lite.one_call(): ...`, so that the second reuses the first's values."
+            ) from err
+        if sites is not None:
+            sites[site] = (self, value)
         return value
 
     def pyrox_sample(self, name: str, prior: Distribution) -> Array:
         """Register (or, within one :func:`pyrox_method` call, reuse) the sample site ``"{scope}.{name}"``."""
         if not _inside_handler():
-            raise RuntimeError(
-                f"pyrox_sample({name!r}) needs a NumPyro handler to draw from its prior: call "
-                f"the module inside a model run by MCMC/Predictive, or under "
-                f"`numpyro.handlers.seed(..., rng_seed=0)`."
-            )
+            raise RuntimeError(needs_handler(f"pyrox_sample({name!r})"))
         return self._register(name, lambda site: numpyro.sample(site, prior))
 
     def pyrox_param(
@@ -217,17 +230,21 @@ class PyroxParam(eqx.Module):
             return
         if not np.all(np.isfinite(value)):
             raise ValueError(f"Parameter {name!r}: init value {value} is not finite.")
-        support = self._support_in(domain)
-        if not np.all(np.asarray(support(value))):
-            raise ValueError(
-                f"Parameter {name!r}: init value {value} is outside its support "
-                f"{_name(support)}; "
-                f"give an init inside the support (for example a positive value)."
-            )
+        # The domain too: 0 is in the support of Uniform(0, 10) but not a valid lengthscale.
+        for what, c in (("support", self._support_in(domain)), ("domain", domain)):
+            if c is not None and not np.all(np.asarray(c(value))):
+                raise ValueError(
+                    f"Parameter {name!r}: init value {value} is outside its {what} {_name(c)}; "
+                    f"give an init inside it ({_example(c)})."
+                )
 
 
 def _name(c: Constraint) -> str:
     return type(c).__name__.strip("_")
+
+
+def _example(c: Constraint) -> str:
+    return "a positive value" if isinstance(c, type(constraints.positive)) else f"a value in {c}"
 
 
 def _bounds(c: Constraint) -> tuple[float, float] | None:

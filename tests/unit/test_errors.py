@@ -539,3 +539,67 @@ def test_the_checks_add_nothing_to_the_compiled_program(monkeypatch):
     checked = program()
     monkeypatch.setattr(PyroxParam, "check", lambda *args, **kwargs: None)
     assert program() == checked
+
+
+# ---------------------------------------------------------------------------
+# Errors that say what to do.
+
+
+def test_predict_after_the_model_call_in_one_model_names_one_call():
+    model = exact_gp()
+
+    def fit_and_predict(x, y):
+        model(x, y)
+        return model.predict(x, y, x)
+
+    with pytest.raises(ValueError, match=r"'rbf\.lengthscale' is registered twice.*pyrox_lite\.one_call\(\)"):
+        handlers.trace(handlers.seed(fit_and_predict, rng_seed=0)).get_trace(X, Y)
+
+    def as_one_call(x, y):
+        with pyrox_lite.one_call():
+            model(x, y)
+            return model.predict(x, y, x)
+
+    trace = handlers.trace(handlers.seed(as_one_call, rng_seed=0)).get_trace(X, Y)
+    ell = trace["rbf.lengthscale"]["value"]
+    got = handlers.seed(as_one_call, rng_seed=0)(X, Y)
+    want = predict(kernels.RBF(ell, 1.0), X, Y, X, 0.1)
+    np.testing.assert_allclose(got.mean, want.mean, rtol=1e-12)
+
+
+def test_a_prior_draw_outside_any_handler_names_the_handler():
+    with pytest.raises(RuntimeError, match=r"ExactGP\(x\) without y needs a NumPyro handler.*handlers\.seed"):
+        exact_gp()(X)
+
+
+BOUNDARY = {
+    "uniform-from-zero": PyroxParam(0.0, prior=dist.Uniform(0.0, 10.0)),
+    "nonnegative": PyroxParam(0.0, constraint=constraints.nonnegative),
+}
+
+
+@pytest.mark.parametrize("param", BOUNDARY.values(), ids=BOUNDARY.keys())
+def test_an_init_on_the_boundary_of_the_domain(param):
+    """0 is in the support of these, but no lengthscale: the Gram matrix would be NaN."""
+    with pytest.raises(ValueError, match=r"'lengthscale': init value 0\.0 is outside its domain Positive.*positive"):
+        gp.RBF(lengthscale=param)
+
+
+def test_the_hint_names_the_domain():
+    class Mixture(Parameterized):
+        weight: PyroxParam = pyrox_lite.param_field(0.5, domain=constraints.unit_interval)
+
+    with pytest.raises(ValueError, match=r"init value 2\.0 is outside its support UnitInterval") as error:
+        Mixture(weight=PyroxParam(2.0))
+    assert "a value in UnitInterval(lower_bound=0.0, upper_bound=1.0)" in str(error.value)
+    assert "positive" not in str(error.value)
+
+
+def test_sum_of_a_list_of_kernels_and_numbers_that_are_not_kernels():
+    k1, k2 = kernels.RBF(1.0, 1.0), kernels.Matern32(2.0, 0.5)
+    np.testing.assert_array_equal(sum([k1, k2])(X, X), (k1 + k2)(X, X))
+    named = sum([gp.RBF(pyrox_name="a"), gp.Matern32(pyrox_name="b")])
+    assert isinstance(named, gp.Sum) and len(named.site_names()) == 4
+    for number_and_kernel in (lambda: 1.0 + k1, lambda: 2.0 * k1, lambda: 1 + gp.RBF()):
+        with pytest.raises(TypeError, match="a number is not a kernel"):
+            number_and_kernel()
