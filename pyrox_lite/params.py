@@ -212,8 +212,8 @@ class PyroxParam(eqx.Module):
         if shape[len(batch):] != event or not expands:
             raise ValueError(
                 f"Parameter {name!r}: the init value has shape {shape}, but the prior has shape "
-                f"{have + event} (batch {have}, event {event}), which does not expand to it; give an init of the prior's shape or a "
-                f"prior that broadcasts to the init's, such as a scalar prior."
+                f"{have + event} (batch {have}, event {event}), which does not expand to it; "
+                f"give an init of the prior's shape or a prior that broadcasts to the init's."
             )
         return self.prior.expand(batch).to_event(len(batch))
 

@@ -513,3 +513,25 @@ def test_batched_covariances_in_forward_mode(gp_problem):
     for b in range(3):
         want = jax.jvp(lambda c: autodiff_logpdf(y, c), (covs[b],), (dcovs[b],))[1]
         assert_rel(got[b], want, what=f"batch {b}")
+
+
+# ---------------------------------------------------------------------------
+# The program NUTS runs: one factorisation per gradient.
+
+
+def count_primitive(jaxpr, name: str) -> int:
+    """How often the primitive ``name`` appears in ``jaxpr``, sub-jaxprs included."""
+    return sum(
+        (eqn.primitive.name == name)
+        + sum(count_primitive(sub, name) for sub in jax.extend.core.jaxprs_in_params(eqn.params))
+        for eqn in jaxpr.eqns
+    )
+
+
+@pytest.mark.parametrize("pattern", PATTERNS.values(), ids=PATTERNS.keys())
+def test_one_cholesky_in_the_reverse_program_at_n_1000(pattern, kernel_case, book_data_of):
+    """The value and the gradient of the potential share one Cholesky factor, whatever the
+    pattern and the kernel, and the checks add no factorisation (the program is only traced)."""
+    x, y = book_data_of(1000)
+    fn = jax.value_and_grad(potential(*pattern(kernel_case), x, y))
+    assert count_primitive(jax.make_jaxpr(fn)(np.log(THETA)).jaxpr, "cholesky") == 1
