@@ -243,7 +243,8 @@ class KernelAlgebra(eqx.Module):
 class Declared(KernelAlgebra):
     """A kernel declared by its fields and its covariance function ``fn``: calling it
     returns ``fn(x1, x2, *hyperparameters)``, the fields' values in declaration order
-    (``amplitude=None`` gives 1). Shared by both families; not part of the API."""
+    (``amplitude=None`` gives 1; no other field may be None). Shared by both families;
+    not part of the API."""
 
     fn: ClassVar[Callable[..., Array]]
 
@@ -253,7 +254,7 @@ class Declared(KernelAlgebra):
 
     def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
         values = (
-            1.0 if getattr(self, name) is None else self._value(name)
+            1.0 if name == "amplitude" and self.amplitude is None else self._value(name)
             for name in self.hyperparameter_names()
         )
         return type(self).fn(x1, x2, *values)

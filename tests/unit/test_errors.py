@@ -603,3 +603,12 @@ def test_sum_of_a_list_of_kernels_and_numbers_that_are_not_kernels():
     for number_and_kernel in (lambda: 1.0 + k1, lambda: 2.0 * k1, lambda: 1 + gp.RBF()):
         with pytest.raises(TypeError, match="a number is not a kernel"):
             number_and_kernel()
+
+
+def test_only_the_amplitude_may_be_left_out():
+    """amplitude=None is a unit amplitude; any other hyperparameter left out is an error,
+    not a silent 1."""
+    with pytest.raises(ValueError, match=r"RBF has no parameter 'lengthscale'"):
+        gp.RBF(lengthscale=None)(X, X)
+    with pytest.raises(ValueError, match=r"Periodic has no parameter 'period'"):
+        gp.Periodic(period=None)(X, X)
