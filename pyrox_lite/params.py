@@ -129,10 +129,10 @@ class PyroxModule(eqx.Module):
             return value
         try:
             value = make(site)
-        except AssertionError as err:  # NumPyro's trace refuses a second site of one name
-            if "unique names" not in str(err):
+        except AssertionError as err:  # NumPyro's trace refuses a second site of one name;
+            if "unique names" not in str(err):  # the same type, with what to do
                 raise
-            raise ValueError(
+            raise AssertionError(
                 f"Site {site!r} is registered twice in one run of the model ({err}). Two calls "
                 f"of a module in one model, such as `gp(x, y)` and then `gp.predict(x, y, "
                 f"x_test)`, each register its sites; make them one call, `with "
