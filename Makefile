@@ -64,3 +64,21 @@ clean:
 .PHONY: linkcheck
 linkcheck: $(STAMP)
 	$(BIN)/python -m jupyter_book build --site --check-links --strict
+
+# Runs every notebook of the table of contents in the reader's environment, as a reader who
+# installs only binder/environment.yml gets it: a fresh virtual environment with its pip
+# packages, pyrox_lite installed by binder/postBuild (no dependencies), and nbclient to
+# execute. A package that only the book's own environment brings fails here. Needs internet
+# (pip); the weekly reader workflow runs it. NOTEBOOKS=... runs only those.
+READER_ENV := _build/reader-env
+NOTEBOOKS ?=
+
+.PHONY: reader-env-check
+reader-env-check:
+	rm -rf $(READER_ENV)
+	$(PYTHON) -m venv $(READER_ENV)
+	$(READER_ENV)/bin/python -m pip install --upgrade pip
+	$(READER_ENV)/bin/python binder/run_notebooks.py --requirements > $(READER_ENV)/requirements.txt
+	$(READER_ENV)/bin/python -m pip install -r $(READER_ENV)/requirements.txt nbclient
+	PATH="$(CURDIR)/$(READER_ENV)/bin:$$PATH" bash binder/postBuild
+	$(READER_ENV)/bin/python binder/run_notebooks.py $(NOTEBOOKS)
