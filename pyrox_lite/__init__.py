@@ -7,6 +7,7 @@ Enable float64 before use: ``jax.config.update("jax_enable_x64", True)``.
 """
 
 from . import gp, kernels
+from . import sparse
 from .kernels import (
     RBF,
     Matern32,
