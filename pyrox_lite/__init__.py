@@ -6,7 +6,7 @@ Kernels (:mod:`pyrox_lite.kernels`), the GP marginal likelihood and predictive
 Enable float64 before use: ``jax.config.update("jax_enable_x64", True)``.
 """
 
-from . import gp, kernels
+from . import gp, kernels, sparse
 from .kernels import RBF, Matern32, Matern52, Periodic, RationalQuadratic
 from .kernels import matern32, matern52, periodic, rational_quadratic, rbf
 from .likelihood import JITTER, GPMarginal, GPPrediction, gp_log_marginal, predict
