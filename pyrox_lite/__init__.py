@@ -15,7 +15,7 @@ from .params import Parameterized, PyroxModule, PyroxParam, one_call, param_fiel
 __version__ = "0.1.0"
 
 __all__ = [
-    "gp", "kernels", "rbf", "matern32", "matern52", "periodic", "rational_quadratic",
+    "gp", "kernels", "sparse", "rbf", "matern32", "matern52", "periodic", "rational_quadratic",
     "RBF", "Matern32", "Matern52", "Periodic", "RationalQuadratic",
     "JITTER", "gp_log_marginal", "GPMarginal", "GPPrediction", "predict",
     "PyroxModule", "pyrox_method", "one_call", "PyroxParam", "Parameterized", "param_field",
