@@ -44,14 +44,9 @@ X64_FIX = 'jax.config.update("jax_enable_x64", True)'
 
 
 def check_precision(x: Array, name: str) -> None:
-    """Warn when ``x`` is in less than double precision, which is what JAX gives every
-    float unless float64 is enabled.
-
-    A warning rather than an error: a small, well-conditioned GP does work in float32
-    (and some accelerators are only fast in it), so the choice stays the user's. Where
-    low precision does break the Cholesky factorisation of an eager call,
-    :func:`check_factorised` raises an error that says so.
-    """
+    """Warn when ``x`` is in less than double precision (JAX's default unless float64 is
+    enabled). A warning, not an error: a small, well-conditioned GP does work in float32;
+    where it breaks the Cholesky factorisation, :func:`check_factorised` raises."""
     if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 64:
         warnings.warn(
             f"`{name}` is {x.dtype}: float64 is not enabled. The Cholesky factorisation of a GP "
@@ -62,17 +57,21 @@ def check_precision(x: Array, name: str) -> None:
         )
 
 
-def check_factorised(result: Array, cov: Array, what: str) -> None:
-    """Raise if an eager ``result`` computed from the Cholesky factor of ``cov`` is not finite.
+def check_factorised(result: Array, cov: Array, what: str, y: Array | None = None) -> None:
+    """Raise if an eager ``result`` computed from the Cholesky factor of ``cov`` (and
+    from ``y``) is not finite, saying why.
 
-    A Cholesky factorisation that fails (a covariance that is not positive definite at
-    the working precision) fills its factor with NaN, and NaN reaches every result
-    computed from it. Run only on concrete values: under ``jit`` or ``grad`` nothing
-    is checked, so nothing is added to the compiled program.
+    NaN in ``y`` is named first. Otherwise the Cholesky factorisation failed (a
+    covariance that is not positive definite at the working precision fills its
+    factor with NaN, and NaN reaches every result computed from it). Run only on
+    concrete values: under ``jit`` or ``grad`` nothing is checked, so nothing is
+    added to the compiled program.
     """
     value = concrete(result)
     if value is None or np.all(np.isfinite(value)):
         return
+    if y is not None:
+        check_finite(y, "y")
     c = concrete(cov)
     if c is not None and not np.all(np.isfinite(c)):
         check_finite(c, "cov")  # the covariance itself holds NaN: say that instead
@@ -108,19 +107,19 @@ def check_not_empty(n: int, what: str) -> None:
 
 
 def check_data(
-    x: ArrayLike, y: ArrayLike | None = None, *, x_name: str = "x"
+    x: ArrayLike, y: ArrayLike | None = None, *, x_name: str = "x", allow_empty: bool = False
 ) -> tuple[Array, Array | None]:
     """Validate data: ``x`` of shape ``(N,)`` or ``(N, D)``, ``y`` of shape ``(N,)``.
-    ``x_name`` is the name errors give ``x`` (for example ``"x_test"``). Training data
-    (``x_name="x"``) must have N >= 1; test inputs may be empty."""
+    ``x_name`` is the name errors give ``x`` (for example ``"x_test"``); N >= 1
+    unless ``allow_empty`` (test inputs may be empty)."""
     x = as_float(x)
     if x.ndim not in (1, 2):
         raise ValueError(f"`{x_name}` must have shape (N,) or (N, D); got shape {x.shape}.")
     if x.ndim == 2 and x.shape[1] == 0:
         raise ValueError(f"`{x_name}` has shape {x.shape}: no features; give at least one column.")
-    if x_name == "x":
-        check_not_empty(x.shape[0], "`x`")
-        check_precision(x, x_name)
+    if not allow_empty:
+        check_not_empty(x.shape[0], f"`{x_name}`")
+    check_precision(x, x_name)
     check_finite(x, x_name)
     if y is None:
         return x, None
@@ -129,7 +128,8 @@ def check_data(
         raise ValueError(f"`y` must have shape (N,); got shape {y.shape}.")
     if y.shape[0] != x.shape[0]:
         raise ValueError(
-            f"`x` and `y` must have the same length; got {x.shape[0]} inputs and {y.shape[0]} targets."
+            f"`{x_name}` and `y` must have the same length; got {x.shape[0]} inputs and "
+            f"{y.shape[0]} targets."
         )
     check_finite(y, "y")
     return x, y

@@ -16,15 +16,12 @@ site of their own. Each part keeps its site names ``"{pyrox_name}.{field}"``
 (scope: its ``pyrox_name``, or its lower-cased class name), so two parts of one
 class need distinct ``pyrox_name``; a clash is reported when the composite is
 built. ``amplitude=None`` builds a kernel without an amplitude; in a product
-only the first factor may have one (see :mod:`pyrox_lite.kernels`).
+only the first factor may have one (see :mod:`pyrox_lite.kernels`). The sums,
+products and the call of a kernel are those of :mod:`pyrox_lite.kernels`: one
+implementation serves both families.
 """
 
 from __future__ import annotations
-
-import abc
-import functools
-import operator
-from typing import ClassVar
 
 import equinox as eqx
 import numpyro
@@ -33,165 +30,98 @@ from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
 from ._checks import check_data
-from .kernels import (
-    KernelFn,
-    check_composite,
-    combine,
-    matern32,
-    matern52,
-    periodic,
-    rational_quadratic,
-    rbf,
-)
+from .kernels import Declared, KernelAlgebra, ProductOf, SumOf
+from .kernels import matern32, matern52, periodic, rational_quadratic, rbf
 from .likelihood import JITTER, GPMarginal, GPPrediction, predict
-from .params import Parameterized, PyroxParam, param_field, pyrox_method
+from .params import Parameterized, PyroxParam, _inside_handler, needs_handler, param_field, pyrox_method
 
 __all__ = [
-    "AbstractKernel",
-    "Kernel",
-    "RBF",
-    "Matern32",
-    "Matern52",
-    "Periodic",
-    "RationalQuadratic",
-    "Sum",
-    "Product",
-    "ExactGP",
+    "AbstractKernel", "Kernel", "RBF", "Matern32", "Matern52", "Periodic",
+    "RationalQuadratic", "Sum", "Product", "ExactGP",
 ]
 
 
-class AbstractKernel(Parameterized):
+class AbstractKernel(Parameterized, KernelAlgebra):
     """Base of the ``Parameterized`` kernels: ``kernel(x1, x2)`` registers the kernel's
     sites and returns a Gram matrix; ``k1 + k2`` and ``k1 * k2`` return a :class:`Sum`
-    and a :class:`Product`."""
+    and a :class:`Product`.
 
-    @abc.abstractmethod
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        """The Gram matrix between ``x1`` and ``x2``."""
-
-    @property
-    def has_amplitude(self) -> bool:
-        """Whether the kernel carries an amplitude (of its own or of a part)."""
-        return getattr(self, "amplitude", None) is not None
-
-    def __add__(self, other: AbstractKernel) -> Sum:
-        return combine(self, other, AbstractKernel, Sum)
-
-    def __mul__(self, other: AbstractKernel) -> Product:
-        return combine(self, other, AbstractKernel, Product)
-
-    def _amplitude(self) -> Array | float:
-        """The amplitude's value, or 1 for a kernel built with ``amplitude=None``."""
-        return 1.0 if getattr(self, "amplitude", None) is None else self.get_param("amplitude")
-
-
-class Kernel(AbstractKernel):
-    """A stationary kernel with ``lengthscale`` and ``amplitude`` parameters.
-
-    Each defaults to a learnable positive ``numpyro.param`` initialised at 1;
-    pass ``PyroxParam(init, prior=...)`` to make it a random variable, or
-    ``amplitude=None`` for a kernel without an amplitude (a factor of a product).
+    Every hyperparameter of the kernels below defaults to a learnable positive
+    parameter initialised at 1; pass ``PyroxParam(init, prior=...)`` to make it a
+    random variable, or ``amplitude=None`` for a kernel without an amplitude (a
+    factor of a product).
     """
+
+    def _value(self, name: str) -> Array:
+        return self.get_param(name)
+
+
+class Kernel(Declared, AbstractKernel):
+    """A stationary kernel with ``lengthscale`` and ``amplitude`` parameters; subclasses
+    choose the covariance function ``fn(x1, x2, lengthscale, amplitude)``."""
 
     lengthscale: PyroxParam = param_field(1.0, domain=constraints.positive)
     amplitude: PyroxParam = param_field(1.0, domain=constraints.positive)
-    fn: ClassVar[KernelFn]
-
-    @pyrox_method
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return type(self).fn(x1, x2, self.get_param("lengthscale"), self._amplitude())
 
 
 class RBF(Kernel):
-    """RBF kernel with ``PyroxParam`` hyperparameters; the math is :func:`pyrox_lite.kernels.rbf`."""
+    """RBF kernel with ``PyroxParam`` hyperparameters (sites ``rbf.lengthscale`` and
+    ``rbf.amplitude`` by default); the math is :func:`pyrox_lite.kernels.rbf`."""
 
     fn = staticmethod(rbf)
 
 
 class Matern32(Kernel):
-    """Matérn 3/2 kernel with ``PyroxParam`` hyperparameters; see :func:`pyrox_lite.kernels.matern32`."""
+    """Matérn 3/2 kernel with ``PyroxParam`` hyperparameters (sites ``matern32.lengthscale`` and
+    ``matern32.amplitude`` by default); the math is :func:`pyrox_lite.kernels.matern32`."""
 
     fn = staticmethod(matern32)
 
 
 class Matern52(Kernel):
-    """Matérn 5/2 kernel with ``PyroxParam`` hyperparameters; see :func:`pyrox_lite.kernels.matern52`."""
+    """Matérn 5/2 kernel with ``PyroxParam`` hyperparameters (sites ``matern52.lengthscale`` and
+    ``matern52.amplitude`` by default); the math is :func:`pyrox_lite.kernels.matern52`."""
 
     fn = staticmethod(matern52)
 
 
-class Periodic(AbstractKernel):
-    """Periodic kernel with ``PyroxParam`` hyperparameters; see :func:`pyrox_lite.kernels.periodic`.
-
-    ``lengthscale``, ``period`` and ``amplitude`` default to learnable positive
-    parameters initialised at 1; ``amplitude=None`` leaves the amplitude out.
-    """
+class Periodic(Declared, AbstractKernel):
+    """Periodic kernel with ``PyroxParam`` hyperparameters; see :func:`pyrox_lite.kernels.periodic`."""
 
     lengthscale: PyroxParam = param_field(1.0, domain=constraints.positive)
     period: PyroxParam = param_field(1.0, domain=constraints.positive)
     amplitude: PyroxParam = param_field(1.0, domain=constraints.positive)
-
-    @pyrox_method
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        ell, p = self.get_param("lengthscale"), self.get_param("period")
-        return periodic(x1, x2, ell, p, self._amplitude())
+    fn = staticmethod(periodic)
 
 
-class RationalQuadratic(AbstractKernel):
-    """Rational-quadratic kernel with ``PyroxParam`` hyperparameters; see
-    :func:`pyrox_lite.kernels.rational_quadratic`.
-
-    ``lengthscale``, ``alpha`` and ``amplitude`` default to learnable positive
-    parameters initialised at 1; ``amplitude=None`` leaves the amplitude out.
-    """
+class RationalQuadratic(Declared, AbstractKernel):
+    """Rational-quadratic kernel with ``PyroxParam`` hyperparameters and shape ``alpha``;
+    see :func:`pyrox_lite.kernels.rational_quadratic`."""
 
     lengthscale: PyroxParam = param_field(1.0, domain=constraints.positive)
     alpha: PyroxParam = param_field(1.0, domain=constraints.positive)
     amplitude: PyroxParam = param_field(1.0, domain=constraints.positive)
-
-    @pyrox_method
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        ell, shape = self.get_param("lengthscale"), self.get_param("alpha")
-        return rational_quadratic(x1, x2, ell, shape, self._amplitude())
+    fn = staticmethod(rational_quadratic)
 
 
-class _Composite(AbstractKernel):
-    parts: tuple[AbstractKernel, ...] = eqx.field(converter=tuple)
-
-    def __check_init__(self) -> None:
-        check_composite(self, AbstractKernel)
-
-    @property
-    def has_amplitude(self) -> bool:
-        return any(k.has_amplitude for k in self.parts)
-
-    def site_names(self) -> list[str]:
-        """The sites of the parts, in order; a composite registers none of its own."""
-        return [name for k in self.parts for name in k.site_names()]
-
-
-class Sum(_Composite):
+class Sum(SumOf, AbstractKernel):
     """The sum of ``Parameterized`` kernels, usually built with ``+``.
 
     ``parts`` is the tuple of terms (at least two; nested sums are flattened).
-    Calling it calls every term, which registers the term's own sites.
+    Calling it calls every term, which registers the term's own sites; it has no
+    site of its own.
     """
 
-    @pyrox_method
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return functools.reduce(operator.add, (k(x1, x2) for k in self.parts))
 
-
-class Product(_Composite):
+class Product(ProductOf, AbstractKernel):
     """The product of ``Parameterized`` kernels, usually built with ``*``.
 
     ``parts`` is the tuple of factors (at least two). Only the first factor may
     carry an amplitude; build the others with ``amplitude=None``.
     """
 
-    @pyrox_method
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return functools.reduce(operator.mul, (k(x1, x2) for k in self.parts))
+
+AbstractKernel.family = (AbstractKernel, Sum, Product)
 
 
 class ExactGP(Parameterized):
@@ -214,6 +144,8 @@ class ExactGP(Parameterized):
         """Register the hyperparameters and the observation ``y ~ GPMarginal``; returns ``y``
         (a prior draw when ``y`` is None)."""
         x, y = check_data(x, y)
+        if y is None and not _inside_handler():
+            raise RuntimeError(needs_handler(f"{type(self).__name__}(x) without y"))
         marginal = GPMarginal(self.kernel(x, x), self.get_param("noise"), self.jitter)
         return numpyro.sample(self.obs_site, marginal, obs=y)
 

@@ -1,29 +1,22 @@
 """Stationary covariance functions and their sums and products.
 
-Each kernel's math lives in exactly one pure function (:func:`rbf`,
-:func:`matern32`, :func:`matern52`, :func:`periodic`,
-:func:`rational_quadratic`) that maps two sets of inputs and the
-hyperparameters to a Gram matrix. The plain :class:`equinox.Module` kernels
-below (:class:`RBF`, :class:`Matern32`, :class:`Matern52`, :class:`Periodic`,
-:class:`RationalQuadratic`) hold the hyperparameters as array leaves and call
-those functions; the ``Parameterized`` kernels of :mod:`pyrox_lite.gp` call the
-very same functions.
+Each kernel's math lives in one pure function (:func:`rbf`, :func:`matern32`,
+:func:`matern52`, :func:`periodic`, :func:`rational_quadratic`) from two sets of
+inputs, shape ``(N,)`` or ``(N, D)``, and the hyperparameters to a Gram matrix.
+The plain :class:`equinox.Module` kernels below hold the hyperparameters as array
+leaves and call those functions, as do the ``Parameterized`` kernels of
+:mod:`pyrox_lite.gp`; both families share one implementation of the call, of
+``k1 + k2`` (a :class:`Sum`) and of ``k1 * k2`` (a :class:`Product`).
 
-Inputs may have shape ``(N,)`` (one feature) or ``(N, D)``. The lengthscale of
-the RBF, Matérn and rational-quadratic kernels is a scalar or a length-``D``
-vector (one lengthscale per feature); the periodic kernel takes scalars.
-
-Kernels of one family combine: ``k1 + k2`` is a :class:`Sum`, ``k1 * k2`` a
-:class:`Product`, both kernels of the same family again. Any kernel may be built
-with ``amplitude=None``, which means no amplitude at all (a unit variance). In a
-product only the first factor may carry an amplitude: the product of two
-amplitudes is one number, and two parameters whose product is all the data can
-see are not identified.
+``amplitude=None`` builds a kernel without an amplitude (a unit variance). In a
+product only the first factor may carry one: two amplitudes multiply, and two
+parameters whose product is all the data can see are not identified.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import math
 import operator
@@ -37,23 +30,10 @@ from jax.typing import ArrayLike
 
 from ._checks import as_float, check_positive
 
-KernelFn = Callable[[ArrayLike, ArrayLike, ArrayLike, ArrayLike], Array]
-
 __all__ = [
-    "rbf",
-    "matern32",
-    "matern52",
-    "periodic",
-    "rational_quadratic",
-    "AbstractKernel",
-    "Stationary",
-    "RBF",
-    "Matern32",
-    "Matern52",
-    "Periodic",
-    "RationalQuadratic",
-    "Sum",
-    "Product",
+    "rbf", "matern32", "matern52", "periodic", "rational_quadratic",
+    "AbstractKernel", "Stationary", "RBF", "Matern32", "Matern52", "Periodic",
+    "RationalQuadratic", "Sum", "Product",
 ]
 
 
@@ -100,12 +80,13 @@ def scaled_sqdist(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike) -> Array
 
 @jax.custom_jvp
 def _safe_sqrt(r2: Array) -> Array:
-    """``sqrt(r2)`` whose derivative is 0 instead of infinite where ``r2 == 0``.
+    """``sqrt(r2)`` whose derivatives of every order are 0 instead of infinite where ``r2 == 0``.
 
     The Matern kernels are smooth at r = 0 and ``r2`` has zero derivative there, so
-    the product should be 0, not ``inf * 0``. Only the derivative is special-cased:
-    the value stays a plain ``sqrt`` (a double-``where`` on the value was seen to
-    produce NaN gradients under ``jit(vmap(grad(...)))`` on CPU).
+    the product should be 0, not ``inf * 0``. Only the derivative is special-cased (a
+    double-``where`` on the value was seen to produce NaN gradients under
+    ``jit(vmap(grad(...)))`` on CPU), and the rule calls this function again, so
+    its own derivative (a Hessian's) is safe too.
     """
     return jnp.sqrt(r2)
 
@@ -113,7 +94,7 @@ def _safe_sqrt(r2: Array) -> Array:
 @_safe_sqrt.defjvp
 def _safe_sqrt_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
     (r2,), (dr2,) = primals, tangents
-    r = jnp.sqrt(r2)
+    r = _safe_sqrt(r2)
     positive = r > 0
     return r, jnp.where(positive, 0.5 * dr2 / jnp.where(positive, r, 1.0), 0.0)
 
@@ -161,36 +142,26 @@ def matern52(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, amplitude: Ar
 def periodic(
     x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, period: ArrayLike, amplitude: ArrayLike
 ) -> Array:
-    r"""Periodic (exp-sine-squared) kernel, with :math:`d = \lVert x - x' \rVert` the
-    Euclidean distance.
+    r"""Periodic (exp-sine-squared) kernel; with several features, the product over the
+    features of the one-feature kernel.
 
-    .. math:: k(x, x') = \alpha^2 \exp\!\left(-\frac{2 \sin^2(\pi d / p)}{\ell^2}\right)
+    .. math:: k(x, x') = \alpha^2 \exp\!\left(-\frac{2}{\ell^2} \sum_{d=1}^{D}
+        \sin^2\!\left(\frac{\pi (x_d - x'_d)}{p}\right)\right)
 
-    A function drawn with this kernel repeats exactly every :math:`p`; the lengthscale
-    :math:`\ell` sets how wiggly one period is, in units of the sine (as in
-    scikit-learn's ``ExpSineSquared``).
-
-    Args:
-        x1: inputs, shape ``(N1,)`` or ``(N1, D)``.
-        x2: inputs, shape ``(N2,)`` or ``(N2, D)``.
-        lengthscale: :math:`\ell > 0`, a scalar.
-        period: :math:`p > 0`, a scalar in the units of the inputs.
-        amplitude: :math:`\alpha > 0`, the signal standard deviation.
-
-    Returns:
-        The Gram matrix, shape ``(N1, N2)``.
+    A function drawn with this kernel repeats exactly every :math:`p` along each feature;
+    the lengthscale :math:`\ell` sets how wiggly one period is, in units of the sine (as
+    in scikit-learn's ``ExpSineSquared``, which equals this kernel for one feature). A
+    product of valid kernels is valid; the sine of the Euclidean distance is not, for
+    D > 1 (its Gram matrices can have negative eigenvalues). ``lengthscale`` and
+    ``period`` (in the units of the inputs) are scalars; the rest as for :func:`rbf`.
     """
     a, b = _pair(x1, x2)
     ell, p = _scalar(lengthscale, "lengthscale"), _scalar(period, "period")
-    if a.shape[1] == 1:
-        # One feature: sin^2 is even, so the signed difference serves as the distance, and
-        # sin(u - v) = sin u cos v - cos u sin v needs sines and cosines of the N1 + N2
-        # inputs only, not of the N1 * N2 differences (a sine costs ten times an exp on CPU).
-        u, v = math.pi * a[:, 0] / p, math.pi * b[:, 0] / p
-        s = jnp.outer(jnp.sin(u), jnp.cos(v)) - jnp.outer(jnp.cos(u), jnp.sin(v))
-    else:
-        s = jnp.sin(math.pi * _safe_sqrt(jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)) / p)
-    return as_float(amplitude) ** 2 * jnp.exp(-2.0 * (s / ell) ** 2)
+    # sin(u - v) = sin u cos v - cos u sin v needs sines and cosines of the N1 + N2 inputs
+    # only, not of the N1 * N2 differences (a sine costs ten times an exp on CPU).
+    u, v = math.pi * a / p, math.pi * b / p
+    s = jnp.sin(u)[:, None, :] * jnp.cos(v)[None] - jnp.cos(u)[:, None, :] * jnp.sin(v)[None]
+    return as_float(amplitude) ** 2 * jnp.exp(-2.0 * jnp.sum(s**2, axis=-1) / ell**2)
 
 
 def rational_quadratic(
@@ -203,16 +174,8 @@ def rational_quadratic(
 
     A scale mixture of RBF kernels whose inverse squared lengthscales are gamma
     distributed: small :math:`\alpha_{\mathrm{RQ}}` mixes many lengthscales, and as
-    :math:`\alpha_{\mathrm{RQ}} \to \infty` the kernel becomes :func:`rbf`.
-
-    Args:
-        x1, x2: inputs, as for :func:`rbf`.
-        lengthscale: :math:`\ell > 0`, scalar or shape ``(D,)``.
-        alpha: :math:`\alpha_{\mathrm{RQ}} > 0`, a scalar.
-        amplitude: :math:`\alpha > 0`, the signal standard deviation.
-
-    Returns:
-        The Gram matrix, shape ``(N1, N2)``.
+    :math:`\alpha_{\mathrm{RQ}} \to \infty` the kernel becomes :func:`rbf`. ``alpha`` is
+    a scalar; the rest as for :func:`rbf`.
     """
     shape = _scalar(alpha, "alpha")
     r2 = scaled_sqdist(x1, x2, lengthscale)
@@ -223,65 +186,20 @@ def _optional(value: ArrayLike | None) -> Array | None:
     return None if value is None else as_float(value)
 
 
-def _unit_or(amplitude: Array | None) -> Array | float:
-    return 1.0 if amplitude is None else amplitude
-
-
-def _check_positive_fields(module: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(module, name)
-        if value is not None:
-            check_positive(value, name)
-
-
 def _qualname(obj: object) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def combine(a: Any, b: Any, base: type, composite: type) -> Any:
-    """``a + b`` or ``a * b`` for one family of kernels.
+class KernelAlgebra(eqx.Module):
+    """What the kernels of both families share: ``k1 + k2`` and ``k1 * k2``.
 
-    ``base`` is the family's base class and ``composite`` its ``Sum`` or ``Product``.
-    Nested composites of the same kind are flattened, so ``k1 + k2 + k3`` has three
-    terms, not a sum inside a sum. Shared by both families; not part of the API.
+    Each family's base class sets ``family`` to ``(base, Sum, Product)``; the
+    result of ``+`` or ``*`` is that family's ``Sum`` or ``Product``, with nested
+    composites of the same kind flattened, so ``k1 + k2 + k3`` has three terms.
+    Not part of the API.
     """
-    if not isinstance(b, base):
-        family = base.__module__
-        raise TypeError(
-            f"A kernel of {family} can only be combined with another kernel of {family}; "
-            f"got {_qualname(b)}. Build every part of a composite kernel from one family."
-        )
-    parts: list[Any] = []
-    for k in (a, b):
-        parts.extend(k.parts if isinstance(k, composite) else (k,))
-    return composite(tuple(parts))
 
-
-def check_composite(composite: Any, base: type) -> None:
-    """Validate the parts of a ``Sum`` or ``Product``; the amplitude rule for products."""
-    kind = type(composite).__name__
-    parts = composite.parts
-    if len(parts) < 2:
-        raise ValueError(f"{kind} needs at least two kernels; got {len(parts)}.")
-    for i, part in enumerate(parts):
-        if not isinstance(part, base):
-            raise TypeError(
-                f"{kind}: part {i} must be a kernel of {base.__module__}; got {_qualname(part)}."
-            )
-    if kind == "Product":
-        extra = [f"{i} ({type(f).__name__})" for i, f in enumerate(parts) if i > 0 and f.has_amplitude]
-        if extra:
-            raise ValueError(
-                f"Product: only the first factor may have an amplitude, but factor(s) "
-                f"{', '.join(extra)} have one too; amplitudes multiply, so only their product "
-                f"would be identified. Build the later factors with `amplitude=None`."
-            )
-
-
-class AbstractKernel(eqx.Module):
-    """Base of the plain kernels: ``kernel(x1, x2)`` returns a Gram matrix, and
-    ``k1 + k2`` and ``k1 * k2`` return a :class:`Sum` and a :class:`Product`."""
+    family: ClassVar[tuple[type, type, type]]
 
     @abc.abstractmethod
     def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
@@ -292,14 +210,127 @@ class AbstractKernel(eqx.Module):
         """Whether the kernel carries an amplitude (of its own or of a part)."""
         return getattr(self, "amplitude", None) is not None
 
-    def __add__(self, other: AbstractKernel) -> Sum:
-        return combine(self, other, AbstractKernel, Sum)
+    def _value(self, name: str) -> Any:
+        """The value of the hyperparameter ``name`` (a family may resolve it otherwise)."""
+        return getattr(self, name)
 
-    def __mul__(self, other: AbstractKernel) -> Product:
-        return combine(self, other, AbstractKernel, Product)
+    def _combine(self, other: Any, composite: type) -> Any:
+        base = self.family[0]
+        if not isinstance(other, base):
+            number = " (a number is not a kernel: scale a kernel by its amplitude)"
+            raise TypeError(
+                f"A kernel of {base.__module__} can only be combined with another kernel of "
+                f"{base.__module__}; got {_qualname(other)}"
+                f"{number if isinstance(other, (int, float)) else ''}. Build every part of a "
+                f"composite kernel from one family."
+            )
+        parts = [p for k in (self, other) for p in (k.parts if isinstance(k, composite) else (k,))]
+        return composite(tuple(parts))
+
+    def __add__(self, other: Any) -> Any:
+        return self._combine(other, self.family[1])
+
+    def __radd__(self, other: Any) -> Any:
+        # sum([k1, k2]) starts from 0; any other left operand is not a kernel.
+        return self if isinstance(other, int) and other == 0 else self._combine(other, self.family[1])
+
+    def __mul__(self, other: Any) -> Any:
+        return self._combine(other, self.family[2])
+
+    __rmul__ = __mul__
 
 
-class Stationary(AbstractKernel):
+class Declared(KernelAlgebra):
+    """A kernel declared by its fields and its covariance function ``fn``: calling it
+    returns ``fn(x1, x2, *hyperparameters)``, the fields' values in declaration order
+    (``amplitude=None`` gives 1; no other field may be None). Shared by both families;
+    not part of the API."""
+
+    fn: ClassVar[Callable[..., Array]]
+
+    def hyperparameter_names(self) -> tuple[str, ...]:
+        """The fields passed to ``fn``, in order (every field that is not static)."""
+        return tuple(f.name for f in dataclasses.fields(self) if not f.metadata.get("static"))
+
+    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
+        values = (
+            1.0 if name == "amplitude" and self.amplitude is None else self._value(name)
+            for name in self.hyperparameter_names()
+        )
+        return type(self).fn(x1, x2, *values)
+
+
+class Composite(KernelAlgebra):
+    """The parts of a ``Sum`` or ``Product`` and their checks; shared by both families."""
+
+    parts: tuple[Any, ...] = eqx.field(converter=tuple)
+    op: ClassVar[Callable[[Array, Array], Array]]
+
+    def __check_init__(self) -> None:
+        kind, base = type(self).__name__, self.family[0]
+        if len(self.parts) < 2:
+            raise ValueError(f"{kind} needs at least two kernels; got {len(self.parts)}.")
+        for i, part in enumerate(self.parts):
+            if not isinstance(part, base):
+                raise TypeError(
+                    f"{kind}: part {i} must be a kernel of {base.__module__}; got {_qualname(part)}."
+                )
+        self._check_amplitudes()
+
+    def _check_amplitudes(self) -> None:
+        """Any part may carry an amplitude (a product overrides this)."""
+
+    @property
+    def has_amplitude(self) -> bool:
+        return any(k.has_amplitude for k in self.parts)
+
+    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
+        return functools.reduce(type(self).op, (k(x1, x2) for k in self.parts))
+
+
+class SumOf(Composite):
+    """``k(x, x') = k_1(x, x') + k_2(x, x') + ...``; shared by both families."""
+
+    op = operator.add
+
+
+class ProductOf(Composite):
+    """``k(x, x') = k_1(x, x') k_2(x, x') ...``, where only the first factor may
+    carry an amplitude; shared by both families."""
+
+    op = operator.mul
+
+    def _check_amplitudes(self) -> None:
+        extra = [f"{i} ({type(f).__name__})" for i, f in enumerate(self.parts) if i and f.has_amplitude]
+        if extra:
+            raise ValueError(
+                f"Product: only the first factor may have an amplitude, but factor(s) "
+                f"{', '.join(extra)} have one too; amplitudes multiply, so only their product "
+                f"would be identified. Build the later factors with `amplitude=None`."
+            )
+
+
+class AbstractKernel(KernelAlgebra):
+    """Base of the plain kernels: ``kernel(x1, x2)`` returns a Gram matrix, and
+    ``k1 + k2`` and ``k1 * k2`` return a :class:`Sum` and a :class:`Product`."""
+
+
+class _Plain(Declared, AbstractKernel):
+    """A plain kernel: its hyperparameters are array leaves, checked positive when concrete,
+    at construction and at each call (``eqx.tree_at`` can put any value in a leaf)."""
+
+    def __check_init__(self) -> None:
+        for name in self.hyperparameter_names():
+            self._value(name)
+
+    def _value(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is not None:
+            check_positive(value, name)
+        return value
+
+
+class Stationary(_Plain):
     """A plain Equinox kernel: the hyperparameters are ordinary array leaves.
 
     Subclasses only choose the covariance function ``fn``. Calling the module
@@ -309,13 +340,6 @@ class Stationary(AbstractKernel):
 
     lengthscale: Array = eqx.field(converter=as_float)
     amplitude: Array | None = eqx.field(converter=_optional)
-    fn: ClassVar[KernelFn]
-
-    def __check_init__(self) -> None:
-        _check_positive_fields(self, "lengthscale", "amplitude")
-
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return type(self).fn(x1, x2, self.lengthscale, _unit_or(self.amplitude))
 
 
 class RBF(Stationary):
@@ -336,69 +360,39 @@ class Matern52(Stationary):
     fn = staticmethod(matern52)
 
 
-class Periodic(AbstractKernel):
+class Periodic(_Plain):
     """Plain periodic kernel module; see :func:`periodic`."""
 
     lengthscale: Array = eqx.field(converter=as_float)
     period: Array = eqx.field(converter=as_float)
     amplitude: Array | None = eqx.field(converter=_optional)
-
-    def __check_init__(self) -> None:
-        _check_positive_fields(self, "lengthscale", "period", "amplitude")
-
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return periodic(x1, x2, self.lengthscale, self.period, _unit_or(self.amplitude))
+    fn = staticmethod(periodic)
 
 
-class RationalQuadratic(AbstractKernel):
-    """Plain rational-quadratic kernel module; see :func:`rational_quadratic`."""
+class RationalQuadratic(_Plain):
+    """Plain rational-quadratic kernel module, with ``alpha`` the shape; see
+    :func:`rational_quadratic`."""
 
     lengthscale: Array = eqx.field(converter=as_float)
     alpha: Array = eqx.field(converter=as_float)
     amplitude: Array | None = eqx.field(converter=_optional)
-
-    def __check_init__(self) -> None:
-        _check_positive_fields(self, "lengthscale", "alpha", "amplitude")
-
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return rational_quadratic(x1, x2, self.lengthscale, self.alpha, _unit_or(self.amplitude))
+    fn = staticmethod(rational_quadratic)
 
 
-class Sum(AbstractKernel):
+class Sum(SumOf, AbstractKernel):
     """The sum of plain kernels: ``k(x, x') = k_1(x, x') + k_2(x, x') + ...``.
 
     Usually built with ``+``; ``parts`` is the tuple of terms (at least two), each a
     plain kernel, with nested sums flattened into one.
     """
 
-    parts: tuple[AbstractKernel, ...] = eqx.field(converter=tuple)
 
-    def __check_init__(self) -> None:
-        check_composite(self, AbstractKernel)
-
-    @property
-    def has_amplitude(self) -> bool:
-        return any(k.has_amplitude for k in self.parts)
-
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return functools.reduce(operator.add, (k(x1, x2) for k in self.parts))
-
-
-class Product(AbstractKernel):
+class Product(ProductOf, AbstractKernel):
     """The product of plain kernels: ``k(x, x') = k_1(x, x') k_2(x, x') ...``.
 
     Usually built with ``*``; ``parts`` is the tuple of factors (at least two). Only
     the first factor may carry an amplitude; build the others with ``amplitude=None``.
     """
 
-    parts: tuple[AbstractKernel, ...] = eqx.field(converter=tuple)
 
-    def __check_init__(self) -> None:
-        check_composite(self, AbstractKernel)
-
-    @property
-    def has_amplitude(self) -> bool:
-        return any(k.has_amplitude for k in self.parts)
-
-    def __call__(self, x1: ArrayLike, x2: ArrayLike) -> Array:
-        return functools.reduce(operator.mul, (k(x1, x2) for k in self.parts))
+AbstractKernel.family = (AbstractKernel, Sum, Product)

@@ -35,7 +35,6 @@ from ._checks import (
     as_float,
     check_data,
     check_factorised,
-    check_finite,
     check_not_empty,
     check_positive,
     check_precision,
@@ -51,17 +50,12 @@ JITTER = 1e-6
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# The gradient needs C^{-1} = L^{-T} L^{-1}. A generic solve against the identity,
-# cho_solve(L, I), runs two triangular solves with N right-hand sides: 2N^3 flops that
-# ignore that the identity is triangular and that the product is symmetric, at the
-# modest speed of LAPACK's trsm. The two recursions below exploit both structures:
-# L^{-1} by 2x2 block inversion, then L^{-T} L^{-1} block by block, never computing
-# a block known to be zero or the upper half. That is 4N^3/3 flops, nearly all in
-# matrix products, XLA's fastest CPU kernel: three times faster than cho_solve at
-# N = 1000, as fast as LAPACK's own potri. The recursion halves a block at most
-# _LEVELS times and never below _LEAF rows; a triangular solve inverts the last
-# blocks. Deeper recursion gains no speed and costs compile time (at N = 2000, 32
-# blocks of 62 rows take twice as long to compile as 16 blocks of 125).
+# The gradient needs C^{-1} = L^{-T} L^{-1}. cho_solve(L, I) spends 2N^3 flops in LAPACK's
+# trsm, ignoring that I is triangular and the product symmetric. The recursions below use
+# both: L^{-1} by 2x2 block inversion, then L^{-T} L^{-1} block by block, skipping blocks
+# known to be zero and the upper half: 4N^3/3 flops, nearly all in matrix products, three
+# times faster than cho_solve at N = 1000. They halve a block at most _LEVELS times, never
+# below _LEAF rows (deeper recursion gains no speed and costs compile time).
 _LEAF = 64
 _LEVELS = 4
 
@@ -156,9 +150,15 @@ def gp_log_marginal(y: ArrayLike, cov: ArrayLike) -> Array:
         )
     check_not_empty(cov.shape[-1], "`cov`")
     check_precision(cov, "cov")
-    check_finite(y, "y")
+    return _log_marginal(y, cov, "gp_log_marginal")
+
+
+def _log_marginal(y: Array, cov: Array, what: str) -> Array:
+    """The log density for checked shapes. Nothing is inspected up front: an eager
+    result that is not finite is explained afterwards (NaN in ``y``, or a failed
+    factorisation), so a valid call pays for no check."""
     value = jnp.vectorize(_logpdf, signature="(n),(n,n)->()")(y, cov)
-    check_factorised(value, cov, "gp_log_marginal")
+    check_factorised(value, cov, what, y=y)
     return value
 
 
@@ -217,8 +217,7 @@ class GPMarginal(Distribution):
                 f"GPMarginal: observations must have {self.event_shape[0]} entries, one per row "
                 f"of `gram`; got shape {value.shape}."
             )
-        check_finite(value, "y")
-        return gp_log_marginal(value, self.covariance_matrix)
+        return _log_marginal(value, self.covariance_matrix, "GPMarginal.log_prob")
 
 
 class GPPrediction(NamedTuple):
@@ -252,34 +251,35 @@ def predict(
         x_test: test inputs, shape ``(M,)`` or ``(M, D)``.
         noise: observation noise standard deviation :math:`\sigma`.
 
-    Pure and jit-able. For posterior draws of the hyperparameters, loop over the draws:
-    ``jax.lax.map(lambda draw: predict(...), draws)`` compiles one program that takes
-    one draw at a time, or give ``numpyro.infer.Predictive`` a model that calls this
-    function once per draw. Do not ``jax.vmap`` it over hundreds of draws: batched
-    triangular solves have been seen to deadlock on CPU with jaxlib 0.10.2 (see the
-    book's note on batched solves, labelled ``vmap-caveat``), and on CPU the batched
-    program was not faster than ``jax.lax.map`` over 500 draws.
+    Pure and jit-able. Over posterior draws, loop with ``jax.lax.map`` or NumPyro's
+    ``Predictive``, not ``jax.vmap``: batched triangular solves have been seen to deadlock
+    on CPU with jaxlib 0.10.2 (the book's note ``vmap-caveat``), and were not faster.
 
     Raises:
         ValueError: for bad shapes, N = 0 training points, NaN, or a non-positive noise.
         numpy.linalg.LinAlgError: in an eager call whose Cholesky factorisation fails.
     """
     x, y = check_data(x, y)
-    x_test, _ = check_data(x_test, x_name="x_test")
+    x_test, _ = check_data(x_test, x_name="x_test", allow_empty=True)
     check_same_features(x, x_test)
     noise = as_float(noise)
     check_positive(noise, "noise")
     with one_call():  # a kernel that registers NumPyro sites does so once
-        k_xx = kernel(x, x)
-        k_tx = kernel(x_test, x)
+        k_xx, k_tx = kernel(x, x), kernel(x_test, x)
         k_tt = jax.vmap(lambda t: kernel(t[None], t[None])[0, 0])(x_test)
-    cov = k_xx + (noise**2 + jitter) * jnp.eye(x.shape[0], dtype=x.dtype)
+    return _conditional(k_xx, k_tx, k_tt, y, noise, jitter)
+
+
+def _conditional(
+    k_xx: Array, k_tx: Array, k_tt: Array, y: Array, noise: Array, jitter: float
+) -> GPPrediction:
+    """The predictive moments from the Gram blocks (``k_tt`` its diagonal only)."""
+    cov = k_xx + (noise**2 + jitter) * jnp.eye(k_xx.shape[0], dtype=k_xx.dtype)
     chol = jnp.linalg.cholesky(cov)
     check_factorised(chol, cov, "predict")
     # One triangular solve serves both moments: with w = L^{-1} y and V = L^{-1} K_{X*},
     # the mean K_{*X} C^{-1} y is V^T w and the variance reduction is the column norms of V.
     solved = jsl.solve_triangular(chol, jnp.concatenate([y[:, None], k_tx.T], axis=1), lower=True)
     w, v = solved[:, 0], solved[:, 1:]
-    mean = v.T @ w
     var_f = k_tt - jnp.sum(v**2, axis=0)
-    return GPPrediction(mean, var_f, var_f + noise**2)
+    return GPPrediction(v.T @ w, var_f, var_f + noise**2)

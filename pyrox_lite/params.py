@@ -1,24 +1,19 @@
 """Parameter machinery: NumPyro sites that live with Equinox modules.
 
-* :class:`PyroxModule` gives a module :meth:`~PyroxModule.pyrox_sample` and
-  :meth:`~PyroxModule.pyrox_param`, which register NumPyro sites named
-  ``"{scope}.{name}"``; ``scope`` is the module's ``pyrox_name`` or, by
-  default, its lower-cased class name.
-* :func:`pyrox_method` marks a method as one *call*: inside it, asking twice
-  for the same site returns the same value instead of NumPyro's duplicate-site
-  error, and two different modules that claim the same site name are reported.
-* :class:`PyroxParam` is a declarative field value (init, prior, constraint) and
-  :class:`Parameterized` resolves every such field: prior -> ``numpyro.sample``;
-  no prior -> ``numpyro.param`` with its constraint; outside any NumPyro
-  handler -> the init value, so the module also works as a plain function.
-* :func:`param_field` declares such a field together with its *domain*, the set
-  its values must live in (positive for a lengthscale); ``Parameterized`` rejects,
-  at construction, a ``PyroxParam`` whose prior or constraint reaches outside it.
+* :class:`PyroxModule` registers sites ``"{scope}.{name}"`` with
+  :meth:`~PyroxModule.pyrox_sample` and :meth:`~PyroxModule.pyrox_param`; the scope
+  is the module's ``pyrox_name`` or its lower-cased class name.
+* :func:`pyrox_method` and :func:`one_call` make one *call*: asking twice for a site
+  returns the same value, and two modules that claim one site name are reported.
+* :class:`PyroxParam` declares a field value (init, prior, constraint), which
+  :class:`Parameterized` resolves: prior -> ``numpyro.sample``; no prior ->
+  ``numpyro.param``; outside any NumPyro handler -> the init value.
+* :func:`param_field` declares such a field with its *domain* (positive for a
+  lengthscale); a prior or constraint reaching outside it is refused.
 
-Nothing is stored outside the pytree. The per-call site cache is a context
-variable that exists only while the outermost ``pyrox_method`` runs, so modules
-stay ordinary immutable pytrees under ``jit``, ``vmap``, ``grad``, ``tree_map``,
-``eqx.tree_at`` and copies.
+Nothing is stored outside the pytree: the per-call site cache is a context
+variable that exists only while the outermost call runs, so modules stay ordinary
+immutable pytrees under ``jit``, ``vmap``, ``grad``, ``tree_map`` and ``eqx.tree_at``.
 """
 
 from __future__ import annotations
@@ -58,6 +53,14 @@ def _inside_handler() -> bool:
     release changes it.
     """
     return bool(numpyro.primitives._PYRO_STACK)
+
+
+def needs_handler(what: str) -> str:
+    """The error message for a random draw asked for outside any NumPyro handler."""
+    return (
+        f"{what} needs a NumPyro handler to draw from its prior: call the module inside a "
+        f"model run by MCMC/Predictive, or under `numpyro.handlers.seed(..., rng_seed=0)`."
+    )
 
 
 @contextlib.contextmanager
@@ -115,9 +118,7 @@ class PyroxModule(eqx.Module):
     def _register(self, name: str, make: Callable[[str], Any]) -> Any:
         site = self.site_name(name)
         sites = _CALL_SITES.get()
-        if sites is None:
-            return make(site)
-        if site in sites:
+        if sites is not None and site in sites:
             owner, value = sites[site]
             if owner is not self:
                 raise ValueError(
@@ -126,18 +127,25 @@ class PyroxModule(eqx.Module):
                     f"Give each module a distinct `pyrox_name=`."
                 )
             return value
-        value = make(site)
-        sites[site] = (self, value)
+        try:
+            value = make(site)
+        except AssertionError as err:  # NumPyro's trace refuses a second site of one name;
+            if "unique names" not in str(err):  # the same type, with what to do
+                raise
+            raise AssertionError(
+                f"Site {site!r} is registered twice in one run of the model ({err}). Two calls "
+                f"of a module in one model, such as `gp(x, y)` and then `gp.predict(x, y, "
+                f"x_test)`, each register its sites; make them one call, `with "
+                f"pyrox_lite.one_call(): ...`, so that the second reuses the first's values."
+            ) from err
+        if sites is not None:
+            sites[site] = (self, value)
         return value
 
     def pyrox_sample(self, name: str, prior: Distribution) -> Array:
         """Register (or, within one :func:`pyrox_method` call, reuse) the sample site ``"{scope}.{name}"``."""
         if not _inside_handler():
-            raise RuntimeError(
-                f"pyrox_sample({name!r}) needs a NumPyro handler to draw from its prior: call "
-                f"the module inside a model run by MCMC/Predictive, or under "
-                f"`numpyro.handlers.seed(..., rng_seed=0)`."
-            )
+            raise RuntimeError(needs_handler(f"pyrox_sample({name!r})"))
         return self._register(name, lambda site: numpyro.sample(site, prior))
 
     def pyrox_param(
@@ -190,10 +198,30 @@ class PyroxParam(eqx.Module):
             return self.prior.support
         return domain if domain is not None else constraints.real
 
+    def site_prior(self, name: str) -> Distribution | None:
+        """The prior of the site, of the init's shape: a prior of smaller shape is expanded
+        to it (``dist.LogNormal(0, 1)`` for a vector of lengthscales), one whose shape does
+        not broadcast to it is an error naming both shapes."""
+        if self.prior is None:
+            return None
+        shape, have, event = tuple(np.shape(self.init)), self.prior.batch_shape, self.prior.event_shape
+        batch = shape[: len(shape) - len(event)]
+        if have + event == shape:
+            return self.prior
+        expands = len(have) <= len(batch) and all(a in (1, b) for a, b in zip(have[::-1], batch[::-1]))
+        if shape[len(batch):] != event or not expands:
+            raise ValueError(
+                f"Parameter {name!r}: the init value has shape {shape}, but the prior has shape "
+                f"{have + event} (batch {have}, event {event}), which does not expand to it; "
+                f"give an init of the prior's shape or a prior that broadcasts to the init's."
+            )
+        return self.prior.expand(batch).to_event(len(batch))
+
     def check(self, name: str, domain: Constraint | None = None) -> None:
         """Raise a ``ValueError`` naming ``name`` if the prior or the constraint reaches
-        outside ``domain`` (the field's declared domain), or if the init value is not
-        finite or not in the support."""
+        outside ``domain`` (the field's declared domain), if the prior's shape does not fit
+        the init's, or if the init value is not finite or not in the support."""
+        self.site_prior(name)
         if domain is not None:
             _check_inside(self.prior.support if self.prior is not None else None, domain, name, "prior")
             _check_inside(self.constraint, domain, name, "constraint")
@@ -202,17 +230,21 @@ class PyroxParam(eqx.Module):
             return
         if not np.all(np.isfinite(value)):
             raise ValueError(f"Parameter {name!r}: init value {value} is not finite.")
-        support = self._support_in(domain)
-        if not np.all(np.asarray(support(value))):
-            raise ValueError(
-                f"Parameter {name!r}: init value {value} is outside its support "
-                f"{_name(support)}; "
-                f"give an init inside the support (for example a positive value)."
-            )
+        # The domain too: 0 is in the support of Uniform(0, 10) but not a valid lengthscale.
+        for what, c in (("support", self._support_in(domain)), ("domain", domain)):
+            if c is not None and not np.all(np.asarray(c(value))):
+                raise ValueError(
+                    f"Parameter {name!r}: init value {value} is outside its {what} {_name(c)}; "
+                    f"give an init inside it ({_example(c)})."
+                )
 
 
 def _name(c: Constraint) -> str:
     return type(c).__name__.strip("_")
+
+
+def _example(c: Constraint) -> str:
+    return "a positive value" if isinstance(c, type(constraints.positive)) else f"a value in {c}"
 
 
 def _bounds(c: Constraint) -> tuple[float, float] | None:
@@ -274,25 +306,20 @@ def _check_inside(support: Constraint | None, domain: Constraint, name: str, wha
 def param_field(init: ArrayLike = 1.0, *, domain: Constraint = constraints.positive) -> Any:
     """Declare a :class:`PyroxParam` field of a :class:`Parameterized` class, and its domain.
 
-    The default value is a learnable parameter, ``PyroxParam(init, constraint=domain)``.
-    The domain is part of the field, not of the value a user passes: a ``Parameterized``
-    module checks at construction that every ``PyroxParam`` it holds fits the domain of
-    its field, and a ``PyroxParam`` with neither prior nor constraint takes the domain
-    as its constraint. For example::
+    The default value is a learnable parameter, ``PyroxParam(init, constraint=domain)``;
+    a ``PyroxParam`` with neither prior nor constraint takes the domain as its
+    constraint. For example::
 
         class Periodic(Kernel):
             period: PyroxParam = param_field(1.0)  # positive
             shift: PyroxParam = param_field(0.0, domain=constraints.real)
 
     A prior or constraint that reaches outside the domain, say ``dist.Normal`` for a
-    lengthscale, is an error, not a warning, because no such model is what a user
-    means. The kernels and the noise of :mod:`pyrox_lite.gp` depend on a lengthscale,
-    amplitude or noise only through its square, so a real-line prior does not fail: it
-    silently turns the posterior into its own mirror image, whose draws come with
-    either sign and whose mean is near zero. A user who means "a normal prior on the
-    size" gets that model, with positive draws, from ``dist.HalfNormal``, so the error
-    takes no modelling freedom away. A field that really takes any real value says so
-    with ``domain=constraints.real``.
+    lengthscale, is an error: the kernels and the noise depend on such a parameter only
+    through its square, so a real-line prior silently turns the posterior into its own
+    mirror image (draws of either sign, mean near zero). ``dist.HalfNormal`` is the
+    normal prior on the size; a field that really takes any real value says so with
+    ``domain=constraints.real``.
     """
     return eqx.field(
         default_factory=lambda: PyroxParam(init, constraint=domain),
@@ -332,27 +359,33 @@ class Parameterized(PyroxModule):
         return None if field is None else field.metadata.get("domain")
 
     def site_names(self) -> list[str]:
-        """Every site this module and its ``Parameterized`` fields register, in field order."""
+        """Every site this module and its ``Parameterized`` fields (or tuples of them)
+        register, in field order."""
         names: list[str] = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, PyroxParam):
                 names.append(self.site_name(f.name))
-            elif isinstance(value, Parameterized):
-                names.extend(value.site_names())
+            for module in value if isinstance(value, tuple) else (value,):  # a composite's parts
+                if isinstance(module, Parameterized):
+                    names.extend(module.site_names())
         return names
 
     def get_param(self, name: str) -> Array:
         """The value of parameter ``name``: a sample site if it has a prior, else a
-        ``numpyro.param``; its init value outside any NumPyro handler."""
+        ``numpyro.param``; its init value outside any NumPyro handler. The parameter is
+        checked first, as at construction."""
         param = getattr(self, name, None)
         if not isinstance(param, PyroxParam):
             raise ValueError(
                 f"{type(self).__name__} has no parameter {name!r}; "
                 f"its parameters are {list(self.param_names())}."
             )
+        # Checked again here, when the site is registered (at trace time: nothing is added
+        # to a compiled program), because eqx.tree_at can put any value in the field.
+        param.check(name, self._domain(name))
         if not _inside_handler():
             return param.init
         if param.prior is not None:
-            return self.pyrox_sample(name, param.prior)
+            return self.pyrox_sample(name, param.site_prior(name))
         return self.pyrox_param(name, param.init, param._support_in(self._domain(name)))

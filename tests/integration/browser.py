@@ -1,12 +1,14 @@
-"""Loading the book's HTML site in headless Chromium: the machinery of ``test_browser.py``.
+"""Loading the book's HTML site in headless Chromium with Playwright: the machinery of ``test_browser.py``.
 
-``BrowserRun`` serves ``_build/html`` on 127.0.0.1 and visits every page in a thread of its
-own, so that the pages load while other tests run; the browser tests wait for it.
+``BrowserRun`` serves ``_build/html`` on 127.0.0.1 and, in a thread of its own, loads every page
+of the table of contents in each colour scheme (one browser context per scheme, side by side),
+so that the pages load while other tests run; the browser tests wait for it. Playwright drives
+the system's Chromium (Debian's ``chromium``, or ``CHROMIUM=/path``) through its executable path.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import concurrent.futures
 import dataclasses
 import functools
@@ -14,19 +16,16 @@ import http.server
 import json
 import mimetypes
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-import websocket
 import yaml
 from build_book import toc_files
+from playwright.async_api import async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
@@ -34,16 +33,13 @@ SHOTS = ROOT / "_build" / "screenshots"
 CDN_CACHE = ROOT / "_build" / "cdn-cache"
 WIDTH, HEIGHT = 1280, 900
 MODES = ("light", "dark")
-SETTLE_S = 1.0  # quiet network time after the load event before a page is inspected
 SHOT_MAX_H = 8000  # taller pages are saved in several screenshots
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-)
 THEME_TOGGLE = "button.myst-theme-button"  # the theme's light/dark switch
 IS_DARK = "document.documentElement.classList.contains('dark')"
-CDN_PREFIXES = ("https://cdn.jsdelivr.net/npm/", "https://cdnjs.cloudflare.com/ajax/libs/")
+# The CDNs the theme loads KaTeX's CSS and fonts (and a few more) from: package@version/path.
+CDN = re.compile(
+    r"^https://(?:cdn\.jsdelivr\.net/npm/(@[^/]+/[^@/]+|[^@/]+)@|cdnjs\.cloudflare\.com/ajax/libs/([^/]+)/)([^/]+)/([^?#]*)"
+)
 
 # Theme elements inside the article that are wider than their box by design, as CSS
 # selectors (an element inside a match is exempt too), each with the reason. Content a
@@ -77,9 +73,6 @@ class Unavailable(Exception):
     """The pages cannot be loaded here (no site, no browser): the tests skip, saying why."""
 
 
-# -- the site ----------------------------------------------------------------------------
-
-
 def page_paths() -> dict[str, str]:
     """URL path of every built page by source file, from the site's own manifest."""
     config = json.loads((ROOT / "_build" / "site" / "config.json").read_text(encoding="utf-8"))
@@ -99,200 +92,49 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-# -- the CDNs, answered from npm ---------------------------------------------------------
-
-
 class CdnCache:
-    """Files that the pages fetch from the CDNs, taken from the same npm packages."""
+    """Files that the pages fetch from the CDNs, taken from the same npm packages (``npm pack``)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.unavailable: dict[str, str] = {}
-        self.lock = threading.Lock()  # the browsers of both colour schemes share the cache
-
-    @staticmethod
-    def split(url: str) -> tuple[str, str] | None:
-        """``(package@version, path inside it)`` for a CDN URL, else None."""
-        url = url.split("#")[0].split("?")[0]
-        jsdelivr, cdnjs = CDN_PREFIXES
-        if url.startswith(jsdelivr):
-            rest = url[len(jsdelivr):]
-            parts = rest.split("/", 2 if rest.startswith("@") else 1)
-            count = 2 if rest.startswith("@") else 1
-            return "/".join(parts[:count]), (parts[count] if len(parts) > count else "")
-        if url.startswith(cdnjs):
-            name, version, path = (url[len(cdnjs):].split("/", 2) + ["", ""])[:3]
-            return f"{name}@{version}", path
-        return None
+        self.lock = threading.Lock()
 
     def package(self, spec: str) -> Path | None:
         with self.lock:
-            return self._package(spec)
-
-    def _package(self, spec: str) -> Path | None:
-        target = self.folder / spec
-        if target.is_dir():
-            return target
-        if spec in self.unavailable:
-            return None
-        npm = shutil.which("npm")
-        if npm is None:
-            self.unavailable[spec] = "npm is not on PATH"
-            return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-            run = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=300)
-            tarballs = list(Path(tmp).glob("*.tgz"))
-            if run.returncode != 0 or len(tarballs) != 1:
-                self.unavailable[spec] = f"`npm pack {spec}` failed: {run.stderr.strip()[-300:]}"
+            target = self.folder / spec
+            if target.is_dir() or spec in self.unavailable:
+                return target if target.is_dir() else None
+            npm = shutil.which("npm")
+            if npm is None:
+                self.unavailable[spec] = "npm is not on PATH"
                 return None
-            unpacked = Path(tmp) / "unpacked"
-            unpacked.mkdir()
-            subprocess.run(["tar", "-xzf", str(tarballs[0]), "-C", str(unpacked), "--strip-components=1"], check=True)
-            unpacked.rename(target)
-        return target
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
+                run = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=300)
+                tarballs = list(Path(tmp).glob("*.tgz"))
+                if run.returncode != 0 or len(tarballs) != 1:
+                    self.unavailable[spec] = f"`npm pack {spec}` failed: {run.stderr.strip()[-300:]}"
+                    return None
+                (Path(tmp) / "unpacked").mkdir()
+                subprocess.run(["tar", "-xzf", str(tarballs[0]), "-C", f"{tmp}/unpacked", "--strip-components=1"], check=True)
+                (Path(tmp) / "unpacked").rename(target)
+            return target
 
     def answer(self, url: str) -> tuple[bytes, str] | str:
         """The body and content type for a CDN URL, or why there is none."""
-        where = self.split(url)
-        if where is None:
+        match = CDN.match(url)
+        if match is None:
             return "not a CDN URL this test answers"
-        spec, path = where
+        npm_name, cdnjs_name, version, path = match.groups()
+        spec = f"{npm_name or cdnjs_name}@{version}"
         package = self.package(spec)
         if package is None:
             return self.unavailable[spec]
         file = (package / path).resolve()
         if not (file.is_file() and file.is_relative_to(package.resolve())):
             return f"{spec} has no file {path!r}"
-        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        return file.read_bytes(), kind
-
-
-# -- the browser -------------------------------------------------------------------------
-
-
-class Chromium:
-    """Headless Chromium with one tab, driven through the DevTools protocol."""
-
-    def __init__(self, exe: str, cdn: CdnCache):
-        self.profile = tempfile.mkdtemp(prefix="book-chromium-")
-        self.proc = subprocess.Popen(
-            [exe, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )
-        self.cdn = cdn
-        self.cdn_failures: dict[str, str] = {}
-        self.events: list[dict] = []
-        self.next_id = 0
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.time() + 60
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.close()
-                raise RuntimeError(f"chromium did not start: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30))
-        page = next(t for t in targets if t.get("type") == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], suppress_origin=True, timeout=120)
-        for domain in ("Page", "Runtime", "Network", "Log"):
-            self.call(f"{domain}.enable")
-        self.call("Fetch.enable", patterns=[{"urlPattern": p + "*"} for p in CDN_PREFIXES])
-        self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
-
-    def close(self) -> None:
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-    def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        mid = self.next_id
-        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == mid:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.handle(msg)
-
-    def send(self, method: str, **params) -> None:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-
-    def handle(self, msg: dict) -> None:
-        if "method" not in msg:
-            return
-        if msg["method"] != "Fetch.requestPaused":
-            self.events.append(msg)
-            return
-        params = msg["params"]
-        url = params["request"]["url"]
-        answer = self.cdn.answer(url)
-        if isinstance(answer, str):
-            self.cdn_failures[url] = answer
-            self.send("Fetch.failRequest", requestId=params["requestId"], errorReason="Failed")
-            return
-        body, kind = answer
-        self.send(
-            "Fetch.fulfillRequest", requestId=params["requestId"], responseCode=200,
-            responseHeaders=[{"name": "Content-Type", "value": kind}, {"name": "Access-Control-Allow-Origin", "value": "*"}],
-            body=base64.b64encode(body).decode(),
-        )
-
-    def pump(self, seconds: float) -> None:
-        end = time.time() + seconds
-        self.ws.settimeout(0.2)
-        try:
-            while time.time() < end:
-                try:
-                    self.handle(json.loads(self.ws.recv()))
-                except websocket.WebSocketTimeoutException:
-                    pass
-        finally:
-            self.ws.settimeout(120)
-
-    def settle(self, timeout: float = 90) -> None:
-        """Wait for the load event, then for the network to stay quiet for SETTLE_S."""
-        end = time.time() + timeout
-        while not any(e["method"] == "Page.loadEventFired" for e in self.events):
-            if time.time() > end:
-                raise TimeoutError("the page did not finish loading")
-            self.pump(0.2)
-        while time.time() < end:
-            seen = len(self.events)
-            self.pump(SETTLE_S)
-            if not any(e["method"].startswith(("Network.requestWillBeSent", "Fetch.")) for e in self.events[seen:]):
-                return
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"inspecting the page failed: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def screenshot(self, stem: Path, whole: bool = True) -> list[Path]:
-        """The page top to bottom (``whole``), or its first screen, as PNG files."""
-        height = int(self.call("Page.getLayoutMetrics")["cssContentSize"]["height"]) if whole else HEIGHT
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        files = []
-        for i, top in enumerate(range(0, height, SHOT_MAX_H)):
-            clip = {"x": 0, "y": top, "width": WIDTH, "height": min(SHOT_MAX_H, height - top), "scale": 1}
-            shot = self.call(
-                "Page.captureScreenshot", format="png", captureBeyondViewport=whole, clip=clip, optimizeForSpeed=True
-            )
-            file = stem.with_name(stem.name + (f"-{i + 1}" if height > SHOT_MAX_H else "") + ".png")
-            file.write_bytes(base64.b64decode(shot["data"]))
-            files.append(file)
-        return files
+        return file.read_bytes(), mimetypes.guess_type(file.name)[0] or "application/octet-stream"
 
 
 # What a page reports about itself once loaded (run in the page, awaited).
@@ -371,75 +213,77 @@ class Visit:
     screenshots: list[Path]
 
 
-def complaints_and_failures(events: list[dict], cdn_failures: dict[str, str]) -> tuple[list[str], list[str]]:
-    console, failed, urls = [], [], {}
-    for event in events:
-        method, p = event["method"], event.get("params", {})
-        if method == "Network.requestWillBeSent":
-            urls[p["requestId"]] = p["request"]["url"]
-        elif method == "Network.responseReceived" and p["response"]["status"] >= 400:
-            failed.append((p["response"]["url"], f"HTTP {p['response']['status']}"))
-        elif method == "Network.loadingFailed" and not p.get("canceled"):
-            url = urls.get(p["requestId"], "?")
-            failed.append((url, cdn_failures.get(url, p.get("errorText"))))
-        elif method == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
-            text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
-            console.append(f"console.{p['type']}: {text[:500]}")
-        elif method == "Runtime.exceptionThrown":
-            details = p["exceptionDetails"]
-            console.append(f"uncaught: {(details.get('exception', {}).get('description') or details.get('text'))[:500]}")
-        elif method == "Log.entryAdded" and p["entry"]["level"] == "error" and p["entry"].get("source") != "network":
-            console.append(f"log: {p['entry']['text'][:500]} {p['entry'].get('url', '')}".strip())
-    failed = [f"{why}: {url}" for url, why in failed if not url.startswith(tuple(MAY_FAIL))]
-    return console, sorted(set(failed))
+async def visit_in(browser, mode: str, site: str, paths: dict[str, str], cdn: CdnCache) -> dict[tuple[str, str], Visit]:
+    """Every page of the table of contents in the colour scheme ``mode``, in a browser context of its own."""
+    context = await browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}, color_scheme=mode)
+    cdn_failures: dict[str, str] = {}
+
+    async def from_npm(route) -> None:
+        answer = await asyncio.to_thread(cdn.answer, route.request.url)
+        if isinstance(answer, str):
+            cdn_failures[route.request.url] = answer
+            await route.abort()
+        else:
+            await route.fulfill(body=answer[0], content_type=answer[1], headers={"Access-Control-Allow-Origin": "*"})
+
+    await context.route(CDN, from_npm)
+    page = await context.new_page()
+    complaints: list[str] = []
+    failed: list[tuple[str, str]] = []
+    # A resource that fails to load is also logged to the console; the request check reports it.
+    page.on("console", lambda m: m.type in ("error", "assert") and not m.text.startswith("Failed to load resource")
+            and complaints.append(f"console.{m.type}: {m.text[:500]}"))
+    page.on("pageerror", lambda err: complaints.append(f"uncaught: {str(err)[:500]}"))
+    page.on("response", lambda r: r.status >= 400 and failed.append((r.url, f"HTTP {r.status}")))
+    page.on("requestfailed", lambda r: r.failure != "net::ERR_ABORTED"
+            and failed.append((r.url, cdn_failures.get(r.url, r.failure))))
+    found = {}
+    for file in TOC:
+        url = site + paths[file]
+        complaints.clear()
+        failed.clear()
+        await page.goto(url, wait_until="networkidle", timeout=120_000)
+        # The theme starts in the system's scheme but, from one page to the next, may come up
+        # in the other: a reader then flips it with the theme's toggle.
+        if await page.evaluate(IS_DARK) != (mode == "dark"):
+            await page.click(THEME_TOGGLE)
+            await page.wait_for_timeout(500)
+        report = await page.evaluate(INSPECT, list(SCROLLS_BY_DESIGN))
+        # Whole pages in the first scheme; the first screen of each in the other (the layout
+        # checks above cover the whole page in both).
+        stem = SHOTS / mode / (paths[file].strip("/").replace("/", "-") or "index")
+        height = await page.evaluate("document.documentElement.scrollHeight") if mode == MODES[0] else HEIGHT
+        shots = [stem.with_name(f"{stem.name}-{i + 1}.png" if height > SHOT_MAX_H else f"{stem.name}.png")
+                 for i in range(-(-height // SHOT_MAX_H))]
+        for i, shot in enumerate(shots):
+            top = i * SHOT_MAX_H
+            clip = {"x": 0, "y": top, "width": WIDTH, "height": min(SHOT_MAX_H, height - top)}
+            await page.screenshot(path=shot, full_page=True, clip=clip)
+        allowed = tuple(MAY_FAIL)
+        found[file, mode] = Visit(url, report, list(complaints),
+                                  sorted({f"{why}: {u}" for u, why in failed if not u.startswith(allowed)}), shots)
+    await context.close()
+    return found
+
+
+async def visit_all(site: str, exe: str, paths: dict[str, str]) -> dict[tuple[str, str], Visit]:
+    """Load every page of the table of contents in each colour scheme, side by side; screenshot it."""
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    cdn = CdnCache(CDN_CACHE)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        try:
+            found = {}
+            for visits in await asyncio.gather(*(visit_in(browser, m, site, paths, cdn) for m in MODES)):
+                found.update(visits)
+            return found
+        finally:
+            await browser.close()
 
 
 def find_chromium() -> str | None:
     names = ("chromium", "chromium-browser", "google-chrome")
     return os.environ.get("CHROMIUM") or next((found for name in names if (found := shutil.which(name))), None)
-
-
-def visit_all(site: str, exe: str, paths: dict[str, str]) -> dict[tuple[str, str], Visit]:
-    """Load every page of the table of contents in each colour scheme; screenshot it.
-
-    One browser per scheme, side by side: most of a visit is waiting for the page to settle.
-    """
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    cdn = CdnCache(CDN_CACHE)
-    found = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(MODES), thread_name_prefix="chromium") as pool:
-        for visits in pool.map(lambda mode: visit_in(mode, site, exe, paths, cdn), MODES):
-            found.update(visits)
-    return found
-
-
-def visit_in(mode: str, site: str, exe: str, paths: dict[str, str], cdn: CdnCache) -> dict[tuple[str, str], Visit]:
-    """Every page of the table of contents in the colour scheme ``mode``, in a browser of its own."""
-    browser = Chromium(exe, cdn)
-    found = {}
-    try:
-        browser.call("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": mode}])
-        for file in TOC:
-            url = site + paths[file]
-            browser.events.clear()
-            browser.cdn_failures.clear()
-            browser.call("Page.navigate", url=url)
-            browser.settle()
-            # The theme starts in the system's scheme but, from one page to the next, may
-            # come up in the other: a reader then flips it with the theme's toggle.
-            if browser.evaluate(IS_DARK) != (mode == "dark"):
-                browser.evaluate(f"document.querySelector({THEME_TOGGLE!r}).click()")
-                browser.pump(0.5)
-            report = browser.evaluate(f"{INSPECT}({json.dumps(list(SCROLLS_BY_DESIGN))})")
-            name = paths[file].strip("/").replace("/", "-") or "index"
-            # Whole pages in the first scheme; the first screen of each in the other (the
-            # layout checks above cover the whole page in both).
-            shots = browser.screenshot(SHOTS / mode / name, whole=mode == MODES[0])
-            console, failed = complaints_and_failures(browser.events, browser.cdn_failures)
-            found[file, mode] = Visit(url, report, console, failed, shots)
-    finally:
-        browser.close()
-    return found
 
 
 class BrowserRun:
@@ -452,10 +296,8 @@ class BrowserRun:
         self._visits = self._pool.submit(self._run, book)
 
     def _run(self, book) -> dict[tuple[str, str], Visit]:
-        if "error" in book.verdict and not book.verdict.get("html"):
-            raise RuntimeError(f"the book did not build, so there is no site to load:\n{book.tail(3000)}")
         if not book.verdict.get("html"):
-            raise Unavailable(f"no HTML site was built: {book.verdict.get('no_html_reason') or 'unknown reason'}")
+            raise RuntimeError(f"the book did not build, so there is no site to load:\n{book.tail(3000)}")
         exe = find_chromium()
         if exe is None:
             raise Unavailable("no chromium on PATH (Debian: apt-get install chromium; or set CHROMIUM=/path/to/it)")
@@ -463,12 +305,10 @@ class BrowserRun:
         missing = [f for f in TOC if f not in paths]
         if missing:
             raise RuntimeError(f"the site's manifest lists no URL for {missing}")
-        self.server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(HTML))
-        )
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(HTML)))
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.site = f"http://127.0.0.1:{self.server.server_address[1]}"
-        return visit_all(self.site, exe, paths)
+        return asyncio.run(visit_all(self.site, exe, paths))
 
     def visits(self) -> dict[tuple[str, str], Visit]:
         """Every page in each colour scheme, once loaded; raises what the run raised."""

@@ -4,9 +4,8 @@
 runs in the background while the unit tests run; the session fixture ``book`` waits for it
 before the first integration test. The build executes every notebook of the table of contents
 once (side by side, one per core), writes the posterior artifacts the agreement tests
-read (``notebooks/artifacts/``), every page's content (``_build/site/content/``) and,
-when a theme is at hand (downloaded, or ``BOOK_THEME``), the HTML site the browser tests
-load (``_build/html/``).
+read (``notebooks/artifacts/``), every page's content (``_build/site/content/``) and the
+HTML site the browser tests load (``_build/html/``).
 
 ``pytest --reuse-book`` tests what an earlier build left in ``_build`` instead (quicker
 while working on the tests themselves; ``make test`` always builds afresh).
@@ -17,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -74,6 +74,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "build_book.py")],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped as a group: the build and the jupyter-book it runs
         )
     config.stash[BUILD_KEY] = (proc, time.perf_counter())
 
@@ -85,7 +86,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         run.close()
     proc, _ = config.stash.get(BUILD_KEY, (None, 0.0))
     if proc is not None and proc.poll() is None:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # its notebook kernels see their parent go, and exit
         proc.wait()
 
 
@@ -93,7 +94,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def book(request: pytest.FixtureRequest) -> Book:
     if request.config.getoption("--reuse-book"):
         if not (OUTPUT.is_file() and VERDICT.is_file()):
-            pytest.fail(f"--reuse-book: no earlier build in {LOGS} (run `make book` or the tests once)")
+            pytest.fail(f"--reuse-book: no earlier build in {LOGS} (run the tests once)")
         verdict = json.loads(VERDICT.read_text(encoding="utf-8"))
         built = Book(0 if "error" not in verdict else 1, OUTPUT.read_text(encoding="utf-8"), verdict, None)
     else:

@@ -2,9 +2,8 @@
 
 The book built once for the session (``conftest.book``) is served from ``_build/html`` on
 127.0.0.1 and every page of the table of contents is loaded in headless Chromium (Debian's
-``chromium``, driven through the DevTools protocol), 1280 px wide, first in the light
-colour scheme and then in the dark one (the theme follows ``prefers-color-scheme``). A
-page fails when
+``chromium``, driven by Playwright), 1280 px wide, in the light colour scheme and in the dark
+one (the theme follows ``prefers-color-scheme``). A page fails when
 
 * an element inside the article is wider than its box (``scrollWidth > clientWidth``):
   the reader would have to scroll sideways to read it, or it is cut off. Only the

@@ -94,13 +94,26 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20240607)
 
 
+def sinc_data(n: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """The book's data set (DESIGN.md): noisy sin(x)/x, x uniform in [-10, 10] and sorted,
+    noise sd 0.1, seed 0. Every notebook builds it with n = 100; other n give larger or
+    smaller problems of the same kind."""
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(-10.0, 10.0, n))
+    y = np.sinc(x / np.pi) + 0.1 * rng.normal(size=n)
+    return x, y
+
+
 @pytest.fixture(scope="session")
 def book_data() -> tuple[np.ndarray, np.ndarray]:
     """The book's data set, exactly as every notebook builds it."""
-    rng = np.random.default_rng(0)
-    x = np.sort(rng.uniform(-10.0, 10.0, 100))
-    y = np.sinc(x / np.pi) + 0.1 * rng.normal(size=100)
-    return x, y
+    return sinc_data()
+
+
+@pytest.fixture(scope="session")
+def book_data_of() -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """The book's data set with n points: ``book_data_of(n)``."""
+    return sinc_data
 
 
 @pytest.fixture(scope="session")

@@ -181,10 +181,3 @@ def test_every_entry_says_what_it_is_for() -> None:
         assert paragraph and not paragraph.startswith(("```", "#", "(")), (
             f"no description after the block {m[1].strip().splitlines()[0]!r}"
         )
-
-
-def test_wrapped_entries_are_read_whole() -> None:
-    block = "pyrox_lite.f(\n    a,\n    b=PyroxParam(1.0),\n    *,\n    c=None,\n)\npyrox_lite.g(x)\n"
-    assert signatures(block) == ["pyrox_lite.f(a, b=PyroxParam(1.0), *, c=None)", "pyrox_lite.g(x)"]
-    with pytest.raises(AssertionError, match="never closes"):
-        signatures("pyrox_lite.f(\n    a,\n")

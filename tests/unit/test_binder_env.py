@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -182,13 +183,6 @@ def test_notebooks_import_what_is_parsed() -> None:
     assert {"numpyro", "jax", "matplotlib"} <= set(found), sorted(found)
 
 
-def test_import_reader_on_an_example() -> None:
-    cell = "%matplotlib inline\nimport os, sklearn.gaussian_process as gp\nfrom foo.bar import baz\nfrom . import x\n!ls"
-    assert imported_modules(cell) == {"os", "sklearn", "foo"}
-    assert third_party(imported_modules(cell)) == {"sklearn", "foo"}
-    assert distribution("sklearn") == "scikit-learn"
-
-
 @pytest.mark.parametrize("dist", sorted(notebook_imports()))
 def test_notebook_import_is_declared(dist: str) -> None:
     where = ", ".join(sorted(notebook_imports()[dist]))
@@ -198,3 +192,59 @@ def test_notebook_import_is_declared(dist: str) -> None:
     assert dist in {canonicalize_name(r.name) for r in binder_requirements()}, (
         f"{where} import {dist}: add it to binder/environment.yml, with pyproject.toml's specifier"
     )
+
+
+# ---------------------------------------------------------------------------
+# Optional dependencies, which imports do not show, and the check that runs the notebooks.
+
+# What a notebook uses -> the optional dependency of an imported package that it needs.
+OPTIONAL = {"pandas' DataFrame.style (a Styler)": "jinja2"}
+
+
+def uses_styler(source: str) -> bool:
+    """Whether a cell reads ``.style`` of something other than matplotlib (``plt.style``)."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    return any(
+        isinstance(node, ast.Attribute) and node.attr == "style"
+        and not (isinstance(node.value, ast.Name) and node.value.id in {"plt", "mpl", "matplotlib"})
+        for node in ast.walk(ast.parse("\n".join(lines)))
+    )
+
+
+def test_optional_dependencies_of_what_the_notebooks_use_are_declared() -> None:
+    users = [p.name for p in NOTEBOOKS if any(uses_styler(c) for c in code_cells(p))]
+    assert users, "no notebook uses DataFrame.style: drop jinja2 from OPTIONAL and the environments"
+    need = OPTIONAL["pandas' DataFrame.style (a Styler)"]
+    for where, reqs in (("pyproject.toml", reader_requirements()), ("binder/environment.yml", binder_requirements())):
+        assert need in {canonicalize_name(r.name) for r in reqs}, (
+            f"{', '.join(users)} use DataFrame.style, which needs {need}: declare it in {where}"
+        )
+
+
+def reader_runner():
+    spec = importlib.util.spec_from_file_location("run_notebooks", BINDER / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_weekly_workflow_runs_every_notebook_in_the_reader_environment() -> None:
+    """`make reader-env-check` installs binder/environment.yml's pip packages (read without
+    PyYAML, which the reader's environment lacks), runs binder/postBuild and executes the
+    table of contents' notebooks; a scheduled workflow runs it."""
+    runner = reader_runner()
+    assert runner.pip_requirements() == binder_pip_entries()
+    assert {p.name for p in runner.toc_notebooks()} == {p.name for p in NOTEBOOKS}
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "\nreader-env-check:\n" in makefile, "the Makefile has no target reader-env-check"
+    recipe = makefile.split("\nreader-env-check:\n", 1)[1].split("\n\n", 1)[0]
+    for step in ("binder/run_notebooks.py --requirements", "binder/postBuild", "nbclient"):
+        assert step in recipe, f"make reader-env-check does not run {step}"
+    scheduled = []
+    for path in (ROOT / ".github" / "workflows").glob("*.yml"):
+        workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+        triggers = workflow.get("on", workflow.get(True, {}))  # YAML 1.1 reads `on` as True
+        runs = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
+        if "schedule" in triggers and "make reader-env-check" in runs:
+            scheduled.append(path.name)
+    assert scheduled, "no scheduled workflow runs `make reader-env-check`"

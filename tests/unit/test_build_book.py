@@ -1,58 +1,76 @@
-"""scripts/build_book.py without running Jupyter Book: the notebooks, the theme, errors, the verdict."""
+"""scripts/build_book.py without Jupyter Book: the table of contents, the execution of a
+notebook (``{eval}`` expressions, a failing cell), the staging copy, the theme."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
+import json
 import tarfile
 from pathlib import Path
 
+import build_book
+import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
-build_book = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(build_book)
 
-
-def config(toc: list, template: str = "book-theme") -> dict:
-    return {"version": 1, "project": {"toc": toc}, "site": {"template": template}}
-
-
-def test_notebooks_are_every_notebook_of_the_toc_in_order() -> None:
+def test_toc_files_are_every_file_of_the_toc_in_order() -> None:
     toc = [
         {"file": "index.md"},
         {"title": "A", "children": [{"file": "nb/1.ipynb"}, {"file": "nb/2.ipynb"}]},
-        {"title": "B", "children": [{"file": "nb/3.ipynb"}, {"file": "page.md"}, {"title": "C", "children": [{"file": "nb/4.ipynb"}]}]},
+        {"title": "B", "children": [{"file": "nb/3.ipynb"}, {"title": "C", "children": [{"file": "p.md"}]}]},
         {"file": "api.md"},
-        {"file": "nb/5.ipynb"},
     ]
-    assert build_book.notebooks_of(config(toc)) == [f"nb/{i}.ipynb" for i in range(1, 6)]
+    assert build_book.toc_files({"project": {"toc": toc}}) == ["index.md", "nb/1.ipynb", "nb/2.ipynb", "nb/3.ipynb", "p.md", "api.md"]
 
 
-@pytest.mark.parametrize(
-    ("line", "last"),
-    [
-        ("\U0001f4da Built 1 page for project in 7.37 s.\n", True),
-        ("\U0001f4da Built 9 pages for project in 1.1 min.\n", True),
-        ("\U0001f4d6 Built notebooks/01_tree_at.ipynb in 530 ms.\n", False),
-        ("\U0001f4bf Executing notebook (notebooks/01_tree_at.ipynb) [no execution cache found]\n", False),
-    ],
-)
-def test_the_last_line_of_a_builds_work_is_recognised(line: str, last: bool) -> None:
-    assert bool(build_book.BUILT.search(line)) is last
+def notebook(folder: Path, *cells) -> Path:
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [nbformat.v4.new_markdown_cell(c[3:]) if c.startswith("md:") else nbformat.v4.new_code_cell(c) for c in cells]
+    path = folder / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
 
 
-@pytest.mark.parametrize(
-    ("template", "slot"),
-    [("book-theme", "_build/templates/site/myst/book-theme"), ("myst/book-theme", "_build/templates/site/myst/book-theme")],
-)
-def test_theme_slot_is_where_jupyter_book_caches_a_named_theme(template, slot) -> None:
-    assert build_book.theme_slot(config([], template)) == ROOT / slot
+def test_a_notebook_runs_in_its_folder_with_each_eval_evaluated_where_it_stands(tmp_path) -> None:
+    src = notebook(
+        tmp_path, "import os\nx = 1", "md:x is {eval}`x`, formatted {eval}`f'{x:.2f}'`, cwd ``{eval}`os.getcwd()` ``",
+        "x = 2", "md:now {eval}`x`", "open('written.txt', 'w').write('ok')",
+    )
+    assert build_book.execute(src, tmp_path / "out" / "nb.ipynb") is None
+    cells = nbformat.read(tmp_path / "out" / "nb.ipynb", as_version=4).cells
+    found = [{e["expression"]: e["result"]["data"]["text/plain"] for e in c.metadata.get("user_expressions", [])}
+             for c in cells if c.cell_type == "markdown"]
+    assert found == [{"x": "1", "f'{x:.2f}'": "'1.00'", "os.getcwd()": repr(str(tmp_path))}, {"x": "2"}]
+    assert (tmp_path / "written.txt").read_text() == "ok"
+    assert all(c.get("outputs") is not None for c in cells if c.cell_type == "code")
 
 
-def test_theme_slot_is_none_for_a_path() -> None:
-    assert build_book.theme_slot(config([], "/abs/theme")) is None
+def test_a_cell_that_raises_stops_its_notebook_and_is_reported_with_its_traceback(tmp_path) -> None:
+    src = notebook(tmp_path, "def f(x):\n    raise ValueError(f'bad shape {x}')", "f(3)", "print('after')")
+    problem = build_book.execute(src, tmp_path / "out" / "nb.ipynb")
+    assert problem is not None and "ValueError: bad shape 3" in problem and "f(3)" in problem and "\x1b" not in problem
+    cells = nbformat.read(tmp_path / "out" / "nb.ipynb", as_version=4).cells
+    assert [o["output_type"] for o in cells[1].outputs] == ["error"]  # the page shows the traceback
+    assert cells[2].outputs == []
+
+
+def test_an_eval_that_raises_is_reported(tmp_path) -> None:
+    problem = build_book.execute(notebook(tmp_path, "x = 1", "md:{eval}`undefined_name`"), tmp_path / "out.ipynb")
+    assert problem is not None and "NameError" in problem and "undefined_name" in problem
+
+
+def test_stage_links_every_file_but_the_executed_ones(tmp_path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for name in ("myst.yml", "index.md", "docs/logo.svg", "notebooks/a.ipynb", "notebooks/b.ipynb", "notebooks/style", ".git/HEAD"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(name)
+    dst.mkdir()
+    build_book.stage(src, dst, {src / "myst.yml", src / "notebooks" / "a.ipynb"})
+    assert sorted(p.name for p in dst.iterdir()) == ["docs", "index.md", "notebooks"]
+    assert (dst / "docs").is_symlink() and (dst / "index.md").resolve() == src / "index.md"
+    assert not (dst / "notebooks").is_symlink()
+    assert sorted(p.name for p in (dst / "notebooks").iterdir()) == ["b.ipynb", "style"]
+    assert (dst / "notebooks" / "b.ipynb").is_symlink()
 
 
 def fake_theme(folder: Path) -> Path:
@@ -61,75 +79,56 @@ def fake_theme(folder: Path) -> Path:
     return folder
 
 
-def test_install_theme_links_a_folder(tmp_path) -> None:
+def test_theme_folder_is_the_folder_or_its_one_theme(tmp_path) -> None:
     theme = fake_theme(tmp_path / "unpacked" / "book-theme")
-    slot = tmp_path / "build" / "templates" / "site" / "myst" / "book-theme"
-    build_book.install_theme(theme, slot)
-    assert slot.is_symlink() and (slot / "template.yml").is_file()
-    build_book.install_theme(tmp_path / "unpacked", slot)  # the parent of the theme folder also does
-    assert slot.resolve() == theme.resolve()
+    assert build_book.theme_folder(str(theme)) == theme
+    assert build_book.theme_folder(str(tmp_path / "unpacked")) == theme
 
 
-def test_install_theme_unpacks_an_archive_once(tmp_path) -> None:
-    theme = fake_theme(tmp_path / "src" / "book-theme")
+def test_theme_archive_is_unpacked_once(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(build_book, "BUILD", tmp_path / "_build")
     archive = tmp_path / "book-theme.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(theme, arcname="book-theme")
-    slot = tmp_path / "templates" / "book-theme"
-    build_book.install_theme(archive, slot)
-    assert (slot / "template.yml").is_file() and not slot.is_symlink()
-    (slot / "marker").write_text("kept", encoding="utf-8")
-    build_book.install_theme(archive, slot)  # unchanged archive: not unpacked again
-    assert (slot / "marker").is_file()
+        tar.add(fake_theme(tmp_path / "src" / "book-theme"), arcname="book-theme")
+    folder = build_book.theme_folder(str(archive))
+    assert folder == tmp_path / "_build" / "theme" / "book-theme" and (folder / "template.yml").is_file()
+    (folder / "marker").write_text("kept")
+    assert build_book.theme_folder(str(archive)) == folder and (folder / "marker").is_file()
 
 
 @pytest.mark.parametrize("kind", ["empty folder", "not an archive", "archive without theme"])
-def test_install_theme_rejects_what_is_not_a_theme(tmp_path, kind) -> None:
+def test_theme_folder_rejects_what_is_not_a_theme(tmp_path, monkeypatch, kind) -> None:
+    monkeypatch.setattr(build_book, "BUILD", tmp_path / "_build")
+    source = tmp_path / {"empty folder": "empty", "not an archive": "theme.zip", "archive without theme": "x.tar.gz"}[kind]
     if kind == "empty folder":
-        source = tmp_path / "empty"
         source.mkdir()
     elif kind == "not an archive":
-        source = tmp_path / "theme.zip"
         source.write_bytes(b"PK")
     else:
-        source = tmp_path / "other.tar.gz"
         with tarfile.open(source, "w:gz") as tar:
-            data = b"hello"
             info = tarfile.TarInfo("readme.txt")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    with pytest.raises(build_book.BuildError, match="BOOK_THEME"):
-        build_book.install_theme(source, tmp_path / "slot")
-
-
-@pytest.mark.parametrize("as_text", [False, True], ids=["traceback list", "traceback text"])
-def test_a_cell_error_is_reported_with_its_traceback(tmp_path, as_text) -> None:
-    traceback = ["\x1b[31mValueError\x1b[0m Traceback", "  in cell 3: f(x)", "ValueError: bad shape"]
-    page = {
-        "location": "/notebooks/x.ipynb",
-        "mdast": {"type": "root", "children": [{"type": "output", "jupyter_data": {
-            "output_type": "error", "ename": "ValueError", "evalue": "bad shape",
-            "traceback": "\n".join(traceback) if as_text else traceback,
-        }}]},
-    }
-    (tmp_path / "x.json").write_text(__import__("json").dumps(page), encoding="utf-8")
-    problems = build_book.content_problems(tmp_path, ["notebooks/x.ipynb", "notebooks/y.ipynb"])
-    assert problems[0] == "notebooks/y.ipynb: no site content written"
-    assert "ValueError: bad shape" in problems[1] and "in cell 3: f(x)" in problems[1] and "\x1b" not in problems[1]
-
-
-def test_only_the_theme_download_counts_as_offline() -> None:
-    offline = "request to https://api.mystmd.org/templates/site/myst/book-theme failed, reason: getaddrinfo ENOTFOUND"
-    assert build_book.only_theme_failed(1, "log\n" + offline + "\n")
-    assert not build_book.only_theme_failed(0, offline)
-    assert not build_book.only_theme_failed(1, "⛔ something else broke")
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"hello"))
+    with pytest.raises(SystemExit, match="BOOK_THEME"):
+        build_book.theme_folder(str(source))
 
 
 def test_closing_message_says_how_to_view_the_site(monkeypatch) -> None:
     monkeypatch.delenv("BASE_URL", raising=False)
-    message = build_book.closing_message(True, "")
-    assert "make serve" in message and "http.server" in message and "http://127.0.0.1:" in message
-    assert "open _build/html/index.html" not in message
+    message = build_book.closing_message()
+    assert "make serve" in message and "http.server" in message and "open _build/html/index.html" not in message
     monkeypatch.setenv("BASE_URL", "/pyrox-lite-book")
-    assert "/pyrox-lite-book" in build_book.closing_message(True, "")
-    assert "BOOK_THEME" in build_book.closing_message(False, build_book.NO_THEME)
+    assert "/pyrox-lite-book" in build_book.closing_message()
+
+
+def test_a_failed_build_exits_non_zero_and_says_why_in_its_verdict(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(build_book, "BUILD", tmp_path)
+    monkeypatch.setattr(build_book, "VERDICT_FILE", tmp_path / "logs" / "build.json")
+
+    def build(theme, jobs) -> None:
+        raise SystemExit("07_x.ipynb: ValueError")
+
+    monkeypatch.setattr(build_book, "build", build)
+    assert build_book.main() == 1
+    assert json.loads((tmp_path / "logs" / "build.json").read_text()) == {"html": False, "error": "07_x.ipynb: ValueError"}
+    assert "error: 07_x.ipynb: ValueError" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import pytest
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.infer import MCMC, NUTS
+from numpyro.infer.util import log_density
 
 import pyrox_lite
 from pyrox_lite import (
@@ -456,3 +457,158 @@ def test_the_domain_comes_from_the_field():
         Shifted(scale=PyroxParam(1.0, prior=dist.Normal(0.0, 1.0)))
     assert Shifted().scale.constraint is constraints.positive
     assert Shifted().shift.constraint is constraints.real
+
+
+# ---------------------------------------------------------------------------
+# Validation happens once, at the entry point, and does not depend on display names.
+
+
+def test_one_model_call_checks_the_data_once(monkeypatch):
+    """ExactGP checks y on entry; the distribution and the likelihood under it only explain
+    a result that is not finite, so a valid call inspects y once."""
+    checked = []
+    original = pyrox_lite._checks.check_finite
+
+    def counting(x, name):
+        checked.append(name)
+        return original(x, name)
+
+    for module in (pyrox_lite._checks, pyrox_lite.likelihood, pyrox_lite.gp):
+        if hasattr(module, "check_finite"):
+            monkeypatch.setattr(module, "check_finite", counting)
+    theta = {"rbf.lengthscale": 0.7, "rbf.amplitude": 1.0, "exactgp.noise": 0.1}
+    log_density(exact_gp(), (X, Y), {}, theta)  # the log density NUTS starts from
+    assert checked == ["x", "y"]
+
+
+def test_check_data_does_not_depend_on_the_display_name():
+    from pyrox_lite._checks import check_data
+
+    with pytest.raises(ValueError, match=r"`inputs` holds no data points"):
+        check_data(EMPTY, x_name="inputs")
+    assert check_data(EMPTY, x_name="x", allow_empty=True)[0].shape == (0,)
+    with pytest.warns(UserWarning, match=r"`inputs` is float32"), jax.enable_x64(False):
+        check_data(X.astype(np.float32), x_name="inputs")
+
+
+# ---------------------------------------------------------------------------
+# Values put in place by eqx.tree_at are checked too: when the sites are registered.
+
+TREE_AT = {
+    "normal-prior": (
+        lambda g: g.kernel.lengthscale,
+        PyroxParam(1.0, prior=dist.Normal(0.0, 1.0)),
+        r"Parameter 'lengthscale': its prior has support Real\(\), which reaches outside",
+    ),
+    "negative-init": (
+        lambda g: g.kernel.lengthscale.init,
+        np.asarray(-1.0),
+        r"Parameter 'lengthscale': init value -1\.0 is outside its support",
+    ),
+    "nan-noise": (lambda g: g.noise.init, np.asarray(np.nan), r"Parameter 'noise': init value nan"),
+}
+
+
+@pytest.mark.parametrize("where, value, message", TREE_AT.values(), ids=TREE_AT.keys())
+def test_values_put_by_tree_at_are_checked(where, value, message):
+    model = eqx.tree_at(where, exact_gp(), value)
+    with pytest.raises(ValueError, match=message):
+        handlers.seed(model, rng_seed=0)(X, Y)
+    with pytest.raises(ValueError, match=message):
+        MCMC(NUTS(model), num_warmup=5, num_samples=5, progress_bar=False).run(jax.random.key(0), X, Y)
+    with pytest.raises(ValueError, match=message):
+        model.predict(X, Y, X)  # outside any handler: the init values, checked as well
+
+
+def test_plain_kernel_leaves_put_by_tree_at_are_checked():
+    kernel = eqx.tree_at(lambda k: k.parts[1].lengthscale, kernels.RBF(1.0, 1.0) + kernels.RBF(2.0, 1.0), -1.0)
+    with pytest.raises(ValueError, match=r"`lengthscale` must be positive; got -1\.0"):
+        kernel(X, X)
+    with pytest.raises(ValueError, match=r"`lengthscale` must be positive"):
+        predict(kernel, X, Y, X, 0.1)
+
+
+def test_the_checks_add_nothing_to_the_compiled_program(monkeypatch):
+    """The checks read only shapes, supports and concrete values: the traced program of the
+    log density is the same with them and without them."""
+    theta = {"rbf.lengthscale": 0.7, "rbf.amplitude": 1.0, "exactgp.noise": 0.1}
+
+    def program():
+        return str(jax.make_jaxpr(lambda t: log_density(exact_gp(), (X, Y), {}, t)[0])(theta))
+
+    checked = program()
+    monkeypatch.setattr(PyroxParam, "check", lambda *args, **kwargs: None)
+    assert program() == checked
+
+
+# ---------------------------------------------------------------------------
+# Errors that say what to do.
+
+
+def test_predict_after_the_model_call_in_one_model_names_one_call():
+    model = exact_gp()
+
+    def fit_and_predict(x, y):
+        model(x, y)
+        return model.predict(x, y, x)
+
+    with pytest.raises(AssertionError, match=r"'rbf\.lengthscale' is registered twice.*pyrox_lite\.one_call\(\)"):
+        handlers.trace(handlers.seed(fit_and_predict, rng_seed=0)).get_trace(X, Y)
+
+    def as_one_call(x, y):
+        with pyrox_lite.one_call():
+            model(x, y)
+            return model.predict(x, y, x)
+
+    trace = handlers.trace(handlers.seed(as_one_call, rng_seed=0)).get_trace(X, Y)
+    ell = trace["rbf.lengthscale"]["value"]
+    got = handlers.seed(as_one_call, rng_seed=0)(X, Y)
+    want = predict(kernels.RBF(ell, 1.0), X, Y, X, 0.1)
+    np.testing.assert_allclose(got.mean, want.mean, rtol=1e-12)
+
+
+def test_a_prior_draw_outside_any_handler_names_the_handler():
+    with pytest.raises(RuntimeError, match=r"ExactGP\(x\) without y needs a NumPyro handler.*handlers\.seed"):
+        exact_gp()(X)
+
+
+BOUNDARY = {
+    "uniform-from-zero": PyroxParam(0.0, prior=dist.Uniform(0.0, 10.0)),
+    "nonnegative": PyroxParam(0.0, constraint=constraints.nonnegative),
+}
+
+
+@pytest.mark.parametrize("param", BOUNDARY.values(), ids=BOUNDARY.keys())
+def test_an_init_on_the_boundary_of_the_domain(param):
+    """0 is in the support of these, but no lengthscale: the Gram matrix would be NaN."""
+    with pytest.raises(ValueError, match=r"'lengthscale': init value 0\.0 is outside its domain Positive.*positive"):
+        gp.RBF(lengthscale=param)
+
+
+def test_the_hint_names_the_domain():
+    class Mixture(Parameterized):
+        weight: PyroxParam = pyrox_lite.param_field(0.5, domain=constraints.unit_interval)
+
+    with pytest.raises(ValueError, match=r"init value 2\.0 is outside its support UnitInterval") as error:
+        Mixture(weight=PyroxParam(2.0))
+    assert "a value in UnitInterval(lower_bound=0.0, upper_bound=1.0)" in str(error.value)
+    assert "positive" not in str(error.value)
+
+
+def test_sum_of_a_list_of_kernels_and_numbers_that_are_not_kernels():
+    k1, k2 = kernels.RBF(1.0, 1.0), kernels.Matern32(2.0, 0.5)
+    np.testing.assert_array_equal(sum([k1, k2])(X, X), (k1 + k2)(X, X))
+    named = sum([gp.RBF(pyrox_name="a"), gp.Matern32(pyrox_name="b")])
+    assert isinstance(named, gp.Sum) and len(named.site_names()) == 4
+    for number_and_kernel in (lambda: 1.0 + k1, lambda: 2.0 * k1, lambda: 1 + gp.RBF()):
+        with pytest.raises(TypeError, match="a number is not a kernel"):
+            number_and_kernel()
+
+
+def test_only_the_amplitude_may_be_left_out():
+    """amplitude=None is a unit amplitude; any other hyperparameter left out is an error,
+    not a silent 1."""
+    with pytest.raises(ValueError, match=r"RBF has no parameter 'lengthscale'"):
+        gp.RBF(lengthscale=None)(X, X)
+    with pytest.raises(ValueError, match=r"Periodic has no parameter 'period'"):
+        gp.Periodic(period=None)(X, X)

@@ -192,7 +192,7 @@ def test_same_site_twice_in_one_call_is_one_site():
 
 
 def test_without_the_decorator_numpyro_rejects_the_duplicate():
-    with pytest.raises(AssertionError, match="unique names"):
+    with pytest.raises(AssertionError, match=r"'repeats\.z' is registered twice.*unique names.*one_call"):
         handlers.trace(handlers.seed(Repeats().twice_undecorated, rng_seed=0)).get_trace()
 
 
@@ -453,3 +453,26 @@ def test_predict_registers_a_sampling_kernels_sites_once(small_data):
     want = predict(kernels.RBF(ell, amp), x, y, x_test, 0.1)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# The shape of a sampled parameter is the init's.
+
+
+def test_a_vector_init_expands_a_scalar_prior(two_feature_data):
+    """One lengthscale per feature (ARD) with one prior for all: the site has the init's
+    shape, and its log density is the sum over the features."""
+    x, y, _ = two_feature_data
+    model = gp.ExactGP(gp.RBF(lengthscale=PyroxParam(jnp.ones(2), prior=dist.LogNormal(0.0, 1.0))))
+    site = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(x, y)["rbf.lengthscale"]
+    assert site["value"].shape == (2,)
+    value = np.array([0.5, 2.0])
+    np.testing.assert_allclose(site["fn"].log_prob(value), np.sum(lognorm.logpdf(value, s=1.0)), rtol=1e-12)
+
+
+def test_a_prior_that_does_not_fit_the_init_is_an_error():
+    message = r"Parameter 'lengthscale': the init value has shape \(2,\), but the prior has shape \(3,\)"
+    with pytest.raises(ValueError, match=message):
+        gp.RBF(lengthscale=PyroxParam(jnp.ones(2), prior=dist.LogNormal(jnp.zeros(3), 1.0)))
+    with pytest.raises(ValueError, match=r"init value has shape \(\), but the prior has shape \(2,\)"):
+        gp.RBF(lengthscale=PyroxParam(1.0, prior=dist.LogNormal(jnp.zeros(2), 1.0)))
