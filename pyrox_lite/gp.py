@@ -38,6 +38,7 @@ from .params import Parameterized, PyroxParam, _inside_handler, needs_handler, p
 __all__ = [
     "AbstractKernel", "Kernel", "RBF", "Matern32", "Matern52", "Periodic",
     "RationalQuadratic", "Sum", "Product", "ExactGP",
+    "LatentGP", "LatentPrediction", "predict_latent", "whiten", "unwhiten",
 ]
 
 
@@ -154,4 +155,5 @@ class ExactGP(Parameterized):
         """Predictive moments at ``x_test`` given the training data, at the current
         hyperparameter values (sites, or init values outside NumPyro)."""
         return predict(self.kernel, x, y, x_test, self.get_param("noise"), self.jitter)
-from .latent import LatentGP, LatentPrediction, predict_latent, unwhiten, whiten  # noqa: E402,F401
+# The latent GP builds on the modules above, so it is imported last.
+from .latent import LatentGP, LatentPrediction, predict_latent, unwhiten, whiten  # noqa: E402
