@@ -91,6 +91,8 @@ def compare(stan: dict[str, dict], book: dict[str, dict]) -> dict[str, dict[str,
             "z_mean": _z(s["mean"], b["mean"], s["mcse_mean"], b["mcse_mean"]),
             "stan_sd": s["sd"], "book_sd": b["sd"],
             "sd_ratio": s["sd"] / b["sd"] if b["sd"] > 0 else float("inf"),
+            # shown beside the ratio: how far apart the two sds are in their own MCSEs
+            "z_sd": _z(s["sd"], b["sd"], s["mcse_sd"], b["mcse_sd"]),
         }
         for q in QUANTILES:
             key = f"q{round(100 * q):02d}"
