@@ -17,7 +17,17 @@ For each chapter in ``CHAPTERS`` it
    checks Stan's own diagnostics.
 
 It writes ``crosscheck/results.json`` (which ``notebooks/10_verification.ipynb`` renders)
-and exits with status 1, listing every disagreement, when any check fails. Without a C++
+and exits with status 1, listing every disagreement, when any check fails.
+
+``--plant NAME`` samples a copy of a program with a mistake planted in it (``PLANTS``) and
+is expected to fail; the page shows the two planted runs, and the unit tests replay their
+stored draws (tests/unit/test_crosscheck.py):
+
+    python crosscheck/run.py --plant wrong_prior --warmup 300 --draws 300 \
+        --output crosscheck/planted_wrong_prior.json --save-draws tests/data/crosscheck
+
+(and the same for ``dropped_term``; ``--only mauna_loa --warmup 300 --draws 300
+--save-draws tests/data/crosscheck --output /tmp/short.json`` stores the unplanted draws). Without a C++
 compiler (or without pystan) it says so and exits 0, writing nothing, as ``make bench``
 skips Stan. BLAS runs on one thread (OPENBLAS_NUM_THREADS=1, set before NumPy loads).
 """
@@ -484,6 +494,10 @@ def main(argv=None) -> int:
                               "e_bfmi_min": compare.BFMI_MIN,
                               "log_density_rtol": LOG_DENSITY_RTOL},
                "chapters": {}}
+    if args.plant:
+        key, old, new, why = PLANTS[args.plant]
+        results["plant"] = {"name": args.plant, "chapter": key, "description": why,
+                            "replaced": old, "by": new}
     if args.only and args.output.exists():
         # a partial run keeps the other chapters' results, each with its own date
         results["chapters"] = json.loads(args.output.read_text()).get("chapters", {})
