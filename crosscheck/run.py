@@ -177,6 +177,36 @@ def mauna_loa_extra(chapter, stan_draws, idata, facts):
                          "held_out_months": int(facts["x_test"].size)}}
 
 
+# -- the latent GP: the coal-mining explosions, as the page tallies them ----------------------
+
+COAL_COUNTS = [4, 5, 4, 1, 0, 4, 3, 4, 0, 6, 3, 3, 4, 0, 2, 6, 3, 3, 5, 4,    # 1851-1870
+               5, 3, 1, 4, 4, 1, 5, 5, 3, 4, 2, 5, 2, 2, 3, 4, 2, 1, 3, 2,    # 1871-1890
+               2, 1, 1, 1, 1, 3, 0, 0, 1, 0, 1, 1, 0, 0, 3, 1, 0, 3, 2, 2,    # 1891-1910
+               0, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 2, 1, 0, 0, 0, 1, 1, 0, 2,    # 1911-1930
+               3, 3, 1, 1, 2, 1, 1, 1, 1, 2, 3, 3, 0, 0, 0, 1, 4, 0, 0, 0,    # 1931-1950
+               1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0]                               # 1951-1961
+COAL_YEARS = np.arange(1851, 1962).astype(float)
+COAL_TRAIN = (COAL_YEARS - 1853) % 4 != 0             # every fourth year from 1853 held out
+LATENT_YEARS = (1851, 1880, 1910, 1940, 1960)         # where the page checks f
+
+
+def latent_data(idata):
+    x = np.asarray(idata.constant_data["x"], dtype=float)
+    y = np.asarray(idata.observed_data["y"], dtype=float)
+    if not (np.array_equal(x, COAL_YEARS[COAL_TRAIN])
+            and np.array_equal(y, np.asarray(COAL_COUNTS, dtype=float)[COAL_TRAIN])):
+        raise SystemExit("latent_gp: the artifact's data are not the page's training years "
+                         "and counts")
+    return {"N": int(x.size), "t": x.tolist(), "y": [int(v) for v in y]}, {}
+
+
+def latent_names() -> dict[str, str]:
+    train = COAL_YEARS[COAL_TRAIN].tolist()
+    return {"kernel.lengthscale": "lengthscale", "kernel.amplitude": "amplitude",
+            "gp.mean": "mu",
+            **{f"gp.f@{year}": f"f.{train.index(year) + 1}" for year in LATENT_YEARS}}
+
+
 MAUNA_LOA_NAMES = {
     "trend.lengthscale": "trend_lengthscale", "trend.amplitude": "trend_amplitude",
     "seasonal.lengthscale": "seasonal_lengthscale",
@@ -208,7 +238,24 @@ CHAPTERS = [
         data=mauna_loa_data,
         extra=mauna_loa_extra,
     ),
+    Chapter(
+        key="latent_gp",
+        title="A latent GP for counts (Poisson likelihood, whitened f)",
+        notebook="08_latent_gp.ipynb",
+        artifacts=("latent_gp.nc",),
+        stan_file=HERE / "latent_gp.stan",
+        names=latent_names(),
+        data=latent_data,
+        checks={"kernel.lengthscale": "lengthscale", "kernel.amplitude": "amplitude",
+                "gp.mean": "mu", "gp.u": "u"},
+    ),
 ]
+
+
+def available(chapter: Chapter) -> bool:
+    """A chapter can be checked when its notebooks, or its artifacts, are there."""
+    return (all((NOTEBOOKS / nb).exists() for nb in chapter.notebook.split())
+            or all((ARTIFACTS / a).exists() for a in chapter.artifacts))
 
 
 # Mistakes planted in a copy of a chapter's Stan program (``--plant NAME``): each one a
@@ -338,11 +385,14 @@ def sample(posterior, chains: int, warmup: int, draws: int, names):
 
 
 def book_draws(idata, name: str) -> np.ndarray:
-    """The artifact's draws of ``name``, shaped (chain, draw); ``"f[i]"`` is element i (from
-    0) of the last axis of the posterior variable ``f``, as for a latent GP's f at input i."""
-    base, _, index = name.partition("[")
-    value = np.asarray(idata.posterior[base])
-    return value[..., int(index.rstrip("]"))] if index else value
+    """The artifact's draws of ``name``, shaped (chain, draw); ``"gp.f@1851"`` is the
+    posterior variable ``gp.f`` where the coordinate of its last dimension is 1851 (a latent
+    GP's f at one input)."""
+    base, _, at = name.partition("@")
+    value = idata.posterior[base]
+    if at:
+        value = value.sel({value.dims[-1]: float(at)})
+    return np.asarray(value)
 
 
 def assess(chapter: Chapter, by_chain: dict, books: dict) -> tuple[dict, list[str]]:
@@ -476,6 +526,10 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown chapter(s) {sorted(unknown)}; known: {[c.key for c in CHAPTERS]}")
     chosen = [c for c in CHAPTERS if not args.only or c.key in args.only]
+    for chapter in [c for c in chosen if not available(c)]:
+        print(f"{chapter.key}: skipped, neither notebooks/{chapter.notebook} nor its "
+              f"artifact is in this checkout")
+        chosen.remove(chapter)
     scratch = tempfile.TemporaryDirectory()
     if args.plant:
         if args.output == RESULTS:
