@@ -148,7 +148,8 @@ def stan_diagnostics(summary: dict[str, dict], divergent: np.ndarray,
 def diagnostic_failures(chapter: str, diagnostics: dict) -> list[str]:
     d, out = diagnostics, []
     if not d["r_hat_max"] <= RHAT_MAX:
-        out.append(f"{chapter}: Stan's largest R-hat is {d['r_hat_max']:.4f} (must be <= {RHAT_MAX})")
+        out.append(f"{chapter}: Stan's largest R-hat is {d['r_hat_max']:.4f} "
+                   f"(must be <= {RHAT_MAX})")
     for kind in ("bulk", "tail"):
         if not d[f"ess_{kind}_min"] >= ESS_MIN:
             out.append(f"{chapter}: Stan's smallest {kind} ESS is {d[f'ess_{kind}_min']:.0f} "

@@ -12,24 +12,25 @@ For each chapter in ``CHAPTERS`` it
 2. builds the chapter's Stan program (``crosscheck/*.stan``, written from the page's
    equations) on the artifact's data, and checks that its log density, constants kept and
    no Jacobian, equals the log joint the chapter stored at its check points (1e-8 relative);
-3. samples it: 4 chains of Stan's NUTS, its defaults otherwise;
+3. samples it: 4 chains of Stan's NUTS, with the chapter's draws and target acceptance
+   rate (``Chapter``), Stan's defaults otherwise;
 4. compares every hyperparameter with the chapter's draws (``crosscheck/compare.py``) and
    checks Stan's own diagnostics.
 
 It writes ``crosscheck/results.json`` (which ``notebooks/10_verification.ipynb`` renders)
-and exits with status 1, listing every disagreement, when any check fails.
+and exits with status 1, listing every disagreement, when any check fails. Without a C++
+compiler (or without pystan) it says so and exits 0, writing nothing, as ``make bench``
+skips Stan. BLAS runs on one thread (OPENBLAS_NUM_THREADS=1, set before NumPy loads).
 
 ``--plant NAME`` samples a copy of a program with a mistake planted in it (``PLANTS``) and
 is expected to fail; the page shows the two planted runs, and the unit tests replay their
-stored draws (tests/unit/test_crosscheck.py):
+stored draws (tests/unit/test_crosscheck.py). They were made with
 
-    python crosscheck/run.py --plant wrong_prior --warmup 300 --draws 300 \
+    python crosscheck/run.py --plant wrong_prior --warmup 300 --draws 300
         --output crosscheck/planted_wrong_prior.json --save-draws tests/data/crosscheck
 
-(and the same for ``dropped_term``; ``--only mauna_loa --warmup 300 --draws 300
---save-draws tests/data/crosscheck --output /tmp/short.json`` stores the unplanted draws). Without a C++
-compiler (or without pystan) it says so and exits 0, writing nothing, as ``make bench``
-skips Stan. BLAS runs on one thread (OPENBLAS_NUM_THREADS=1, set before NumPy loads).
+the same for ``dropped_term``, and, for the unplanted draws, ``--only mauna_loa --warmup
+300 --draws 300 --save-draws tests/data/crosscheck --output /tmp/short.json``.
 """
 
 from __future__ import annotations
@@ -573,8 +574,8 @@ def main(argv=None) -> int:
     results["failures"] = failures
     results["passed"] = not failures
     args.output.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    print(f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}"
-          f" in {results['duration_s']:.0f} s")
+    shown = args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output
+    print(f"wrote {shown} in {results['duration_s']:.0f} s")
     if failures:
         print("\nStan and the book disagree:", file=sys.stderr)
         for line in failures:
