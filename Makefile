@@ -58,6 +58,15 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/sparse.py
 
+# Samples every posterior the book publishes from NUTS again with Stan (crosscheck/*.stan,
+# through pystan) and compares it with the chapter's artifact (a notebook whose artifact is
+# missing is executed first); rewrites crosscheck/results.json, which the verification page
+# renders, and fails on any disagreement. Compiling the Stan programs takes minutes. Without
+# a C++ compiler it says so and skips, as `make bench` skips Stan.
+.PHONY: crosscheck
+crosscheck: $(BENCH_STAMP)
+	$(BIN)/python crosscheck/run.py
+
 clean:
 	rm -rf _build notebooks/artifacts
 
