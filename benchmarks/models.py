@@ -18,7 +18,8 @@ Import this module only after ``run.py`` has set the thread environment.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -155,7 +156,8 @@ def gpjax_model(x, y=None):
 MODELS = {
     "pattern1": Model(pattern1, {name: name for name in NAMES}),
     "pattern2": Model(
-        pattern2, {"lengthscale": "kernel.lengthscale", "amplitude": "kernel.amplitude", "noise": "noise"}
+        pattern2,
+        {"lengthscale": "kernel.lengthscale", "amplitude": "kernel.amplitude", "noise": "noise"},
     ),
     "pattern3": Model(pattern3, dict(zip(NAMES, _gp.site_names()))),
     "numpyro_example": Model(numpyro_example, {name: name for name in NAMES}),

@@ -158,12 +158,16 @@ def check_agreement(compiled: dict, args: dict) -> float:
             float(np.max(np.abs(flat_gradient(name, g) - np.asarray(grad))) / np.max(np.abs(grad))),
         )
         if gap > 1e-8:
-            raise AssertionError(f"{name} disagrees with the floor by {gap:.1e}: not the same model")
+            raise AssertionError(
+                f"{name} disagrees with the floor by {gap:.1e}: not the same model"
+            )
         worst = max(worst, gap)
     return worst
 
 
-def count_primitives(fn, arg, names=("cholesky", "triangular_solve", "dot_general")) -> dict[str, int]:
+def count_primitives(
+    fn, arg, names=("cholesky", "triangular_solve", "dot_general")
+) -> dict[str, int]:
     """How often each primitive appears in the traced jaxpr, sub-jaxprs included."""
     counts = dict.fromkeys(names, 0)
 
@@ -184,7 +188,11 @@ def cpu_seconds() -> tuple[float, float, float]:
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle, iowait
     own = os.times()
-    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + stan_peer.children_cpu_seconds()
+    return (
+        time.perf_counter(),
+        busy / os.sysconf("SC_CLK_TCK"),
+        own.user + own.system + stan_peer.children_cpu_seconds(),
+    )
 
 
 def other_load(before: tuple[float, float, float]) -> float:
@@ -212,7 +220,9 @@ def stan_calls(n: int) -> dict:
         float(np.max(np.abs(stan_grad + np.asarray(grad))) / np.max(np.abs(grad))),
     )
     if gap > 1e-8:
-        raise AssertionError(f"Stan's log density disagrees with the floor by {gap:.1e}: not the same model")
+        raise AssertionError(
+            f"Stan's log density disagrees with the floor by {gap:.1e}: not the same model"
+        )
     one = stan_peer.gradient_calls(*book_data(1), z)
     calls = {}
     for route, fn in stan_peer.gradient_calls(x, y, z).items():
@@ -239,7 +249,9 @@ def gradient_costs(n: int, budget: float, stan: bool = False) -> dict:
             compiled[name, instance] = jax.jit(fn).lower(arg).compile()
             compile_s.setdefault(name, []).append(time.perf_counter() - start)
             mem = compiled[name, instance].memory_analysis()
-            memory[name] = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
+            memory[name] = int(
+                mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+            )
             args[name] = arg
     agreement = check_agreement({name: compiled[name, 0] for name in args}, args)
     stan_gap = None
@@ -275,7 +287,10 @@ def gradient_costs(n: int, budget: float, stan: bool = False) -> dict:
             "calls": len(t),
         }
         if name in compile_s:
-            result[name] |= {"compile_s": float(np.median(compile_s[name])), "memory_bytes": memory[name]}
+            result[name] |= {
+                "compile_s": float(np.median(compile_s[name])),
+                "memory_bytes": memory[name],
+            }
         else:
             # Stan: the same call at N = 1 in the same round is the overhead of the call.
             overhead = np.asarray(samples[f"{name}_n1"]) * 1e6
@@ -285,7 +300,9 @@ def gradient_costs(n: int, budget: float, stan: bool = False) -> dict:
                 "overhead_us": float(np.median(overhead)),
                 "corrected_us": float(np.median(corrected)),
                 "corrected_ratio_to_floor": float(np.median(corrected / floor_us)),
-                "corrected_ratio_to_pattern1": float(np.median(corrected / (np.asarray(samples["pattern1"]) * 1e6))),
+                "corrected_ratio_to_pattern1": float(
+                    np.median(corrected / (np.asarray(samples["pattern1"]) * 1e6))
+                ),
             }
     out = {"models": result, "agreement": agreement, "rounds": rounds}
     if stan_gap is not None:
@@ -318,7 +335,9 @@ def nuts_chain(name: str, warmup: int, draws: int, chains: int):
     return states, compile_chain
 
 
-def nuts_runs(names, chains: int, warmup: int, draws: int, compiles: int = 3, stan_compile_s=False) -> dict:
+def nuts_runs(
+    names, chains: int, warmup: int, draws: int, compiles: int = 3, stan_compile_s=False
+) -> dict:
     """Compile each model's chain `compiles` times, then run chain c of every model before
     chain c + 1 of any, so that load from elsewhere spreads over all models alike.
     Unless ``stan_compile_s`` is False, Stan's chain c follows the JAX models' chain c
@@ -346,7 +365,9 @@ def nuts_runs(names, chains: int, warmup: int, draws: int, compiles: int = 3, st
             cpu_s[name].append(sum(os.times()[:2]) - sum(cpu[:2]))
         if stan_compile_s is not False:
             print(f"  NUTS chain {c + 1}/{chains}, stan", flush=True)
-            stan_runs.append(stan_peer.sample_chain(x, y, seed=2024 + c, warmup=warmup, draws=draws))
+            stan_runs.append(
+                stan_peer.sample_chain(x, y, seed=2024 + c, warmup=warmup, draws=draws)
+            )
     out = {name: nuts_summary(name, runs[name], compile_times[name], warmup) for name in names}
     for name in names:
         # On a busy machine a chain gets only part of its core: the CPU time per step
@@ -402,7 +423,10 @@ def stan_summary(runs: list[dict], compile_s: float | None) -> dict:
 def nuts_summary(name: str, runs: list, compile_times: list[float], warmup: int) -> dict:
     sites = models.MODELS[name].sites
     walls = [wall for wall, _ in runs]
-    draws = {p: np.stack([np.exp(np.asarray(z[sites[p]][warmup:])) for _, (z, _, _) in runs]) for p in models.NAMES}
+    draws = {
+        p: np.stack([np.exp(np.asarray(z[sites[p]][warmup:])) for _, (z, _, _) in runs])
+        for p in models.NAMES
+    }
     ess = az.ess(az.convert_to_dataset(draws), method="bulk")
     min_ess = float(min(ess[p] for p in models.NAMES))
     steps = np.stack([np.asarray(num_steps) for _, (_, _, num_steps) in runs])
@@ -437,7 +461,19 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for pkg in ("jax", "jaxlib", "numpyro", "equinox", "tinygp", "gpjax", "arviz", "numpy", "scipy", "pystan", "httpstan"):
+    for pkg in (
+        "jax",
+        "jaxlib",
+        "numpyro",
+        "equinox",
+        "tinygp",
+        "gpjax",
+        "arviz",
+        "numpy",
+        "scipy",
+        "pystan",
+        "httpstan",
+    ):
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -475,13 +511,18 @@ def targets(grad: dict, nuts: dict) -> dict:
         base = nuts["numpyro_example"]["ess_per_s"]
         out["nuts"] = {
             **{f"{p} ESS/s / numpyro_example": nuts[p]["ess_per_s"] / base for p in PATTERNS},
-            "pattern3/pattern1 compile (NUTS)": nuts["pattern3"]["compile_s"] / nuts["pattern1"]["compile_s"],
+            "pattern3/pattern1 compile (NUTS)": nuts["pattern3"]["compile_s"]
+            / nuts["pattern1"]["compile_s"],
         }
         if "stan" in nuts:
             out["nuts"] |= {
                 "stan ESS/s / numpyro_example": nuts["stan"]["ess_per_s"] / base,
-                **{f"{p} ESS/s / stan": nuts[p]["ess_per_s"] / nuts["stan"]["ess_per_s"] for p in PATTERNS},
-                "stan µs per step / pattern1": nuts["stan"]["us_per_gradient"] / nuts["pattern1"]["us_per_gradient"],
+                **{
+                    f"{p} ESS/s / stan": nuts[p]["ess_per_s"] / nuts["stan"]["ess_per_s"]
+                    for p in PATTERNS
+                },
+                "stan µs per step / pattern1": nuts["stan"]["us_per_gradient"]
+                / nuts["pattern1"]["us_per_gradient"],
             }
     return out
 
@@ -489,7 +530,9 @@ def targets(grad: dict, nuts: dict) -> dict:
 def print_table(grad: dict, nuts: dict) -> None:
     names = [*PATTERNS, "floor", "value", *PEERS]
     sizes = list(grad)
-    print("\nValue and gradient of the NUTS potential: median µs per call (median ratio to the floor's call in the same round)")
+    print(
+        "\nValue and gradient of the NUTS potential: median µs per call (median ratio to the floor's call in the same round)"
+    )
     print(f"{'':30s}" + "".join(f"{'N=' + str(n):>22s}" for n in sizes))
     for name in names:
         cells = []
@@ -500,11 +543,19 @@ def print_table(grad: dict, nuts: dict) -> None:
     for name in STAN_ROUTES:
         if name not in grad[sizes[0]]["models"]:
             continue
-        for kind, key in (("raw", "median_us"), ("call at N=1", "overhead_us"), ("corrected", "corrected_us")):
+        for kind, key in (
+            ("raw", "median_us"),
+            ("call at N=1", "overhead_us"),
+            ("corrected", "corrected_us"),
+        ):
             cells = []
             for n in sizes:
                 m = grad[n]["models"].get(name)
-                ratio = "" if m is None or kind != "corrected" else f" ({m['corrected_ratio_to_floor']:4.2f}x)"
+                ratio = (
+                    ""
+                    if m is None or kind != "corrected"
+                    else f" ({m['corrected_ratio_to_floor']:4.2f}x)"
+                )
                 cells.append("-" if m is None else f"{m[key]:12.0f}{ratio}")
             route = "Stan module" if name == "stan_direct" else "Stan pystan"
             print(f"{route + ', ' + kind:30s}" + "".join(f"{c:>22s}" for c in cells))
@@ -538,12 +589,18 @@ def print_table(grad: dict, nuts: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes and short chains; writes only an explicit --output"
+        "--quick",
+        action="store_true",
+        help="small sizes and short chains; writes only an explicit --output",
     )
-    parser.add_argument("--output", type=Path, default=None, help=f"default: {RESULTS} (not with --quick)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"default: {RESULTS} (not with --quick)"
+    )
     parser.add_argument("--no-stan", action="store_true", help="leave Stan out")
     parser.add_argument(
-        "--stan-cached", action="store_true", help="reuse httpstan's cached build of the Stan model (no compile time)"
+        "--stan-cached",
+        action="store_true",
+        help="reuse httpstan's cached build of the Stan model (no compile time)",
     )
     args = parser.parse_args()
     sizes = (100, 500) if args.quick else SIZES
@@ -560,18 +617,33 @@ def main() -> None:
         print(f"Stan SKIPPED: {why_not}. Everything else runs.", flush=True)
     elif not args.no_stan:
         fresh = not (args.stan_cached or args.quick)
-        print("Stan: building benchmarks/gp.stan" + (" from scratch (a few minutes) ..." if fresh else " ..."), flush=True)
+        print(
+            "Stan: building benchmarks/gp.stan"
+            + (" from scratch (a few minutes) ..." if fresh else " ..."),
+            flush=True,
+        )
         before = cpu_seconds()
         stan_compile_s = stan_peer.compile_model(*book_data(100), fresh=fresh)
         others["Stan compile"] = other_load(before)
-        stan_info = {"versions": stan_peer.versions(), "compile_s": stan_compile_s, "fresh_build": stan_compile_s is not None}
-        print(f"  built in {stan_compile_s:.0f} s" if stan_compile_s else "  reused httpstan's cached build", flush=True)
+        stan_info = {
+            "versions": stan_peer.versions(),
+            "compile_s": stan_compile_s,
+            "fresh_build": stan_compile_s is not None,
+        }
+        print(
+            f"  built in {stan_compile_s:.0f} s"
+            if stan_compile_s
+            else "  reused httpstan's cached build",
+            flush=True,
+        )
     grad = {}
     for n in sizes:
         print(f"gradients at N={n} ...", flush=True)
         before = cpu_seconds()
         with_stan = stan_compile_s is not False and n in STAN_SIZES
-        grad[n] = gradient_costs(n, budget=BUDGET_S[n] * (0.25 if args.quick else 1.0), stan=with_stan)
+        grad[n] = gradient_costs(
+            n, budget=BUDGET_S[n] * (0.25 if args.quick else 1.0), stan=with_stan
+        )
         others[f"gradients, N = {n}"] = other_load(before)
     grad_100 = potentials(100)
     primitives = {name: count_primitives(fn, arg) for name, (fn, arg) in grad_100.items()}
@@ -585,7 +657,7 @@ def main() -> None:
     summary = targets(grad, nuts)
     print("\nTarget ratios:", json.dumps(summary, indent=1))
     results = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "duration_s": time.time() - started,
         "machine": machine(),
         "load_average": load,
@@ -596,13 +668,18 @@ def main() -> None:
         "primitives_n100": primitives,
         "nuts": {"chains": chains, "warmup": warmup, "draws": draws, "models": nuts},
         "stan": stan_info,
-        "ratios": {"gradient": {str(n): r for n, r in summary["gradient"].items()}, "nuts": summary.get("nuts", {})},
+        "ratios": {
+            "gradient": {str(n): r for n, r in summary["gradient"].items()},
+            "nuts": summary.get("nuts", {}),
+        },
     }
     output = args.output or (None if args.quick else RESULTS)
     if output is not None:
         output.write_text(json.dumps(results, indent=1) + "\n")
         print(f"\nwrote {output}")
-    print(f"load average: start {load['start']}, end {load['end']}; {time.time() - started:.0f} s in all")
+    print(
+        f"load average: start {load['start']}, end {load['end']}; {time.time() - started:.0f} s in all"
+    )
     print("CPUs busy with other work, per phase:", {k: round(v, 2) for k, v in others.items()})
 
 

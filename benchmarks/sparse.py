@@ -75,9 +75,9 @@ from numpyro.contrib.hsgp.laplacian import eigenfunctions  # noqa: E402
 from numpyro.contrib.hsgp.spectral_densities import (  # noqa: E402
     diag_spectral_density_squared_exponential,
 )
+from numpyro.distributions import constraints  # noqa: E402
 from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
 from numpyro.infer.autoguide import AutoGuideList  # noqa: E402, F401
-from numpyro.distributions import constraints  # noqa: E402
 
 from pyrox_lite import PyroxParam, gp, kernels, sparse  # noqa: E402
 
@@ -125,14 +125,20 @@ def learnable(value):
     return PyroxParam(value, constraint=constraints.positive)
 
 
-SVGP = sparse.SVGP(gp.RBF(lengthscale=learnable(INIT["lengthscale"]),
-                          amplitude=learnable(INIT["amplitude"])),
-                   inducing=PyroxParam(Z0), noise=learnable(INIT["noise"]))
+SVGP = sparse.SVGP(
+    gp.RBF(lengthscale=learnable(INIT["lengthscale"]), amplitude=learnable(INIT["amplitude"])),
+    inducing=PyroxParam(Z0),
+    noise=learnable(INIT["noise"]),
+)
 
 
 def pyrox_setup():
-    svi = SVI(lambda x, y: SVGP(x, y, batch_size=B), SVGP.guide,
-              numpyro.optim.optax_to_numpyro(optax.adam(LR)), TraceMeanField_ELBO())
+    svi = SVI(
+        lambda x, y: SVGP(x, y, batch_size=B),
+        SVGP.guide,
+        numpyro.optim.optax_to_numpyro(optax.adam(LR)),
+        TraceMeanField_ELBO(),
+    )
     state = svi.init(jax.random.key(0), X, Y)
 
     def chunk(state):
@@ -149,8 +155,12 @@ def pyrox_drawn_setup():
     """The same model and optimiser, the minibatch drawn with replacement by
     ``jax.random.randint`` (as GPJax draws it) and passed with ``num_data``: the difference
     from the row above is the cost of NumPyro's plate drawing B of N without replacement."""
-    svi = SVI(lambda x, y: SVGP(x, y, num_data=N), SVGP.guide,
-              numpyro.optim.optax_to_numpyro(optax.adam(LR)), TraceMeanField_ELBO())
+    svi = SVI(
+        lambda x, y: SVGP(x, y, num_data=N),
+        SVGP.guide,
+        numpyro.optim.optax_to_numpyro(optax.adam(LR)),
+        TraceMeanField_ELBO(),
+    )
     state = svi.init(jax.random.key(0), X[:B], Y[:B])
 
     def chunk(state):
@@ -180,14 +190,23 @@ def gpjax_setup():
     train = gpx.Dataset(X=jnp.asarray(X[:, None]), y=jnp.asarray(Y[:, None]))
     posterior = prior * gpx.likelihoods.Gaussian(obs_stddev=INIT["noise"])
     q = gpx.variational_families.WhitenedVariationalGaussian(
-        model=posterior, inducing_inputs=Z0[:, None])
+        model=posterior, inducing_inputs=Z0[:, None]
+    )
     keys = iter(jax.random.split(jax.random.key(0), 10_000))
 
     def chunk(state):
         model, key = state
-        model, history = gpx.fit(model=model, objective=lambda m, d: -gpx.objectives.elbo(m, d),
-                                 train_data=train, optim=optax.adam(LR), key=key,
-                                 num_iters=CHUNK, batch_size=B, verbose=False, safe=False)
+        model, history = gpx.fit(
+            model=model,
+            objective=lambda m, d: -gpx.objectives.elbo(m, d),
+            train_data=train,
+            optim=optax.adam(LR),
+            key=key,
+            num_iters=CHUNK,
+            batch_size=B,
+            verbose=False,
+            safe=False,
+        )
         return (model, jax.random.fold_in(key, 1)), history
 
     def predict(state):
@@ -224,8 +243,7 @@ def hsgp_guide(x, y, batch_size=B):
 
 
 def hsgp_setup():
-    svi = SVI(hsgp_model, hsgp_guide, numpyro.optim.optax_to_numpyro(optax.adam(LR)),
-              Trace_ELBO())
+    svi = SVI(hsgp_model, hsgp_guide, numpyro.optim.optax_to_numpyro(optax.adam(LR)), Trace_ELBO())
     state = svi.init(jax.random.key(0), X, Y)
 
     def chunk(state):
@@ -250,16 +268,26 @@ def elbo_agreement() -> float:
     rng = np.random.default_rng(0)
     m, s = rng.normal(size=M), np.tril(0.1 * rng.normal(size=(M, M))) + np.eye(M)
     q = gpx.variational_families.WhitenedVariationalGaussian(
-        model=state[0].model, inducing_inputs=jnp.asarray(Z0[:, None]),
-        variational_mean=jnp.asarray(m[:, None]), variational_root_covariance=jnp.asarray(s))
+        model=state[0].model,
+        inducing_inputs=jnp.asarray(Z0[:, None]),
+        variational_mean=jnp.asarray(m[:, None]),
+        variational_root_covariance=jnp.asarray(s),
+    )
     theirs = float(gpx.objectives.elbo(q, gpx.Dataset(X=X[:, None], y=Y[:, None])))
-    ours = float(sparse.svgp_elbo(kernels.RBF(INIT["lengthscale"], INIT["amplitude"]), X, Y,
-                                  Z0, m, s, INIT["noise"]))
+    ours = float(
+        sparse.svgp_elbo(
+            kernels.RBF(INIT["lengthscale"], INIT["amplitude"]), X, Y, Z0, m, s, INIT["noise"]
+        )
+    )
     return abs(theirs - ours) / abs(ours)
 
 
-SETUPS = {"pyrox_lite SVGP": pyrox_setup, "pyrox_lite SVGP, own draw": pyrox_drawn_setup,
-          "GPJax SVGP": gpjax_setup, "NumPyro HSGP": hsgp_setup}
+SETUPS = {
+    "pyrox_lite SVGP": pyrox_setup,
+    "pyrox_lite SVGP, own draw": pyrox_drawn_setup,
+    "GPJax SVGP": gpjax_setup,
+    "NumPyro HSGP": hsgp_setup,
+}
 
 
 def measure(max_steps: int = MAX_STEPS, repeats: int = REPEATS) -> dict:
@@ -292,13 +320,18 @@ def measure(max_steps: int = MAX_STEPS, repeats: int = REPEATS) -> dict:
             paths[name].append((clock[name], rmse(predicts[name](states[name]))))
     best = min(r for path in paths.values() for _, r in path)
     target = 1.05 * best
-    to_target = {name: next((t for t, r in path if r <= target), None)
-                 for name, path in paths.items()}
+    to_target = {
+        name: next((t for t, r in path if r <= target), None) for name, path in paths.items()
+    }
     first = {k: v["compile_s"] - CHUNK * per_step[k] for k, v in compiled.items()}
-    return {"per_step_s": per_step, "compile_s": first,
-            "rmse_path": {k: [[t, r] for t, r in v] for k, v in paths.items()},
-            "target_rmse": target, "time_to_target_s": to_target,
-            "final_rmse": {k: v[-1][1] for k, v in paths.items()}}
+    return {
+        "per_step_s": per_step,
+        "compile_s": first,
+        "rmse_path": {k: [[t, r] for t, r in v] for k, v in paths.items()},
+        "target_rmse": target,
+        "time_to_target_s": to_target,
+        "final_rmse": {k: v[-1][1] for k, v in paths.items()},
+    }
 
 
 def main() -> None:
@@ -308,32 +341,48 @@ def main() -> None:
     args = parser.parse_args()
     import gpjax
 
-    print(f"sparse GPs: N = {N}, M = {M}, B = {B}, Adam({LR}), chunks of {CHUNK} steps",
-          flush=True)
+    print(f"sparse GPs: N = {N}, M = {M}, B = {B}, Adam({LR}), chunks of {CHUNK} steps", flush=True)
     started, load_start, before = time.time(), os.getloadavg(), cpu_seconds()
     res = measure(400, 2) if args.quick else measure()
     ref = res["per_step_s"]["pyrox_lite SVGP"]
     res["elbo_agreement_gpjax"] = elbo_agreement()
     res["ratio_to_pyrox_lite"] = {k: v / ref for k, v in res["per_step_s"].items()}
-    res.update({
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": time.time() - started, "N": N, "M": M, "B": B, "learning_rate": LR,
-        "chunk": CHUNK, "max_steps": MAX_STEPS, "n_test": len(X_TEST),
-        "load_average": {"start": load_start, "end": os.getloadavg()},
-        "other_load": other_load(before),
-        "versions": {"gpjax": gpjax.__version__, "numpyro": numpyro.__version__,
-                     "jax": jax.__version__},
-    })
+    res.update(
+        {
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "duration_s": time.time() - started,
+            "N": N,
+            "M": M,
+            "B": B,
+            "learning_rate": LR,
+            "chunk": CHUNK,
+            "max_steps": MAX_STEPS,
+            "n_test": len(X_TEST),
+            "load_average": {"start": load_start, "end": os.getloadavg()},
+            "other_load": other_load(before),
+            "versions": {
+                "gpjax": gpjax.__version__,
+                "numpyro": numpyro.__version__,
+                "jax": jax.__version__,
+            },
+        }
+    )
     print(f"{'model':26s} {'ms/step':>8s} {'ratio':>6s} {'to target (s)':>14s} {'RMSE':>6s}")
     for name in SETUPS:
         tt = res["time_to_target_s"][name]
-        print(f"{name:26s} {1e3 * res['per_step_s'][name]:8.2f} "
-              f"{res['ratio_to_pyrox_lite'][name]:6.2f} "
-              f"{'not reached' if tt is None else f'{tt:.1f}':>14s} {res['final_rmse'][name]:6.3f}")
-    print(f"GPJax's and pyrox_lite's ELBO at one point differ by "
-          f"{res['elbo_agreement_gpjax']:.1e} (relative)")
-    print(f"target RMSE {res['target_rmse']:.3f} (sd units); load average {res['load_average']}; "
-          f"other processes kept {res['other_load']:.2f} CPUs busy")
+        print(
+            f"{name:26s} {1e3 * res['per_step_s'][name]:8.2f} "
+            f"{res['ratio_to_pyrox_lite'][name]:6.2f} "
+            f"{'not reached' if tt is None else f'{tt:.1f}':>14s} {res['final_rmse'][name]:6.3f}"
+        )
+    print(
+        f"GPJax's and pyrox_lite's ELBO at one point differ by "
+        f"{res['elbo_agreement_gpjax']:.1e} (relative)"
+    )
+    print(
+        f"target RMSE {res['target_rmse']:.3f} (sd units); load average {res['load_average']}; "
+        f"other processes kept {res['other_load']:.2f} CPUs busy"
+    )
     if not args.quick:
         results = json.loads(args.output.read_text()) if args.output.is_file() else {}
         results["sparse"] = res

@@ -49,7 +49,9 @@ def compiler() -> tuple[str | None, str]:
             return None, f"no C++ compiler found: CXX={cxx[0]!r} is not an executable on PATH"
         return None, "no C++ compiler found: g++ is not on PATH (install it, or set CXX to another)"
     try:
-        first = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        first = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
         return path, first.splitlines()[0] if first else path
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"the C++ compiler {path} does not run: {exc}"
@@ -74,7 +76,9 @@ def versions() -> dict:
 
     stanc = Path(httpstan.__file__).parent / "stanc"
     try:
-        stanc_version = subprocess.run([str(stanc), "--version"], capture_output=True, text=True).stdout.strip()
+        stanc_version = subprocess.run(
+            [str(stanc), "--version"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         stanc_version = None
     return {
@@ -140,7 +144,12 @@ def compile_model(x: np.ndarray, y: np.ndarray, fresh: bool) -> float | None:
         httpstan.cache.delete_model_directory(name)
     start = time.perf_counter()
     # setuptools leaves its object files under ./build: build in a scratch directory.
-    with compiler_output_captured(), quiet(), tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+    with (
+        compiler_output_captured(),
+        quiet(),
+        tempfile.TemporaryDirectory() as scratch,
+        contextlib.chdir(scratch),
+    ):
         stan.build(STAN_FILE.read_text(), data=data(x, y))
     elapsed = time.perf_counter() - start
     return elapsed if (fresh or not cached) else None
@@ -176,7 +185,9 @@ def log_density(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, np.
     """Stan's log density (Jacobian included) and its gradient at unconstrained z."""
     module = services_module()
     d, params = data(x, y), [float(v) for v in z]
-    return float(module.log_prob(d, params, True)), np.asarray(module.log_prob_grad(d, params, True))
+    return float(module.log_prob(d, params, True)), np.asarray(
+        module.log_prob_grad(d, params, True)
+    )
 
 
 _ELAPSED = re.compile(rb"([0-9.eE+-]+) seconds \((Warm-up|Sampling|Total)\)")

@@ -39,7 +39,9 @@ def pip_requirements() -> list[str]:
 def toc_notebooks() -> list[Path]:
     """Every notebook of myst.yml's table of contents, in its order."""
     text = (ROOT / "myst.yml").read_text(encoding="utf-8")
-    return [ROOT / name for name in re.findall(r"^\s*-\s*file:\s*(\S+\.ipynb)\s*$", text, re.MULTILINE)]
+    return [
+        ROOT / name for name in re.findall(r"^\s*-\s*file:\s*(\S+\.ipynb)\s*$", text, re.MULTILINE)
+    ]
 
 
 def run(path: Path) -> None:
@@ -48,7 +50,10 @@ def run(path: Path) -> None:
 
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
 
@@ -74,7 +79,9 @@ def main(args: list[str]) -> int:
         else:
             print(f"ok     {path.name} ({time.perf_counter() - start:.0f} s)", flush=True)
     if failed:
-        print(f"{len(failed)} of {len(notebooks)} notebooks failed in the reader's environment: {failed}")
+        print(
+            f"{len(failed)} of {len(notebooks)} notebooks failed in the reader's environment: {failed}"
+        )
         return 1
     print(f"all {len(notebooks)} notebooks ran in the reader's environment")
     return 0

@@ -86,10 +86,13 @@ def compare(stan: dict[str, dict], book: dict[str, dict]) -> dict[str, dict[str,
     for name in stan:
         s, b = stan[name], book[name]
         row = {
-            "stan_mean": s["mean"], "book_mean": b["mean"],
-            "stan_mcse_mean": s["mcse_mean"], "book_mcse_mean": b["mcse_mean"],
+            "stan_mean": s["mean"],
+            "book_mean": b["mean"],
+            "stan_mcse_mean": s["mcse_mean"],
+            "book_mcse_mean": b["mcse_mean"],
             "z_mean": _z(s["mean"], b["mean"], s["mcse_mean"], b["mcse_mean"]),
-            "stan_sd": s["sd"], "book_sd": b["sd"],
+            "stan_sd": s["sd"],
+            "book_sd": b["sd"],
             "sd_ratio": s["sd"] / b["sd"] if b["sd"] > 0 else float("inf"),
             # shown beside the ratio: how far apart the two sds are in their own MCSEs
             "z_sd": _z(s["sd"], b["sd"], s["mcse_sd"], b["mcse_sd"]),
@@ -131,8 +134,7 @@ def disagreements(chapter: str, against: str, rows: dict[str, dict]) -> list[str
     return out
 
 
-def stan_diagnostics(summary: dict[str, dict], divergent: np.ndarray,
-                     energy: np.ndarray) -> dict:
+def stan_diagnostics(summary: dict[str, dict], divergent: np.ndarray, energy: np.ndarray) -> dict:
     """Stan's run: R-hat, ESS, divergences and E-BFMI, from its draws' summary and its
     sampler statistics (``divergent`` and ``energy``, shaped (chain, draw))."""
     bfmi = az.bfmi(np.asarray(energy, dtype=float))
@@ -148,12 +150,15 @@ def stan_diagnostics(summary: dict[str, dict], divergent: np.ndarray,
 def diagnostic_failures(chapter: str, diagnostics: dict) -> list[str]:
     d, out = diagnostics, []
     if not d["r_hat_max"] <= RHAT_MAX:
-        out.append(f"{chapter}: Stan's largest R-hat is {d['r_hat_max']:.4f} "
-                   f"(must be <= {RHAT_MAX})")
+        out.append(
+            f"{chapter}: Stan's largest R-hat is {d['r_hat_max']:.4f} (must be <= {RHAT_MAX})"
+        )
     for kind in ("bulk", "tail"):
         if not d[f"ess_{kind}_min"] >= ESS_MIN:
-            out.append(f"{chapter}: Stan's smallest {kind} ESS is {d[f'ess_{kind}_min']:.0f} "
-                       f"(must be >= {ESS_MIN:.0f}: sample more draws)")
+            out.append(
+                f"{chapter}: Stan's smallest {kind} ESS is {d[f'ess_{kind}_min']:.0f} "
+                f"(must be >= {ESS_MIN:.0f}: sample more draws)"
+            )
     if d["divergences"]:
         out.append(f"{chapter}: Stan reported {d['divergences']} divergent transitions (must be 0)")
     low = [round(v, 3) for v in d["e_bfmi"] if not v >= BFMI_MIN]

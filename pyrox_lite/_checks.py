@@ -103,7 +103,9 @@ def check_factorised(result: Array, cov: Array, what: str, y: Array | None = Non
 def check_not_empty(n: int, what: str) -> None:
     """Raise if there are no data points."""
     if n == 0:
-        raise ValueError(f"{what} holds no data points (N = 0); a GP needs at least one observation.")
+        raise ValueError(
+            f"{what} holds no data points (N = 0); a GP needs at least one observation."
+        )
 
 
 def check_data(

@@ -30,15 +30,43 @@ from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
 from ._checks import check_data
-from .kernels import Declared, KernelAlgebra, ProductOf, SumOf
-from .kernels import matern32, matern52, periodic, rational_quadratic, rbf
+from .kernels import (
+    Declared,
+    KernelAlgebra,
+    ProductOf,
+    SumOf,
+    matern32,
+    matern52,
+    periodic,
+    rational_quadratic,
+    rbf,
+)
 from .likelihood import JITTER, GPMarginal, GPPrediction, predict
-from .params import Parameterized, PyroxParam, _inside_handler, needs_handler, param_field, pyrox_method
+from .params import (
+    Parameterized,
+    PyroxParam,
+    _inside_handler,
+    needs_handler,
+    param_field,
+    pyrox_method,
+)
 
 __all__ = [
-    "AbstractKernel", "Kernel", "RBF", "Matern32", "Matern52", "Periodic",
-    "RationalQuadratic", "Sum", "Product", "ExactGP",
-    "LatentGP", "LatentPrediction", "predict_latent", "whiten", "unwhiten",
+    "AbstractKernel",
+    "Kernel",
+    "RBF",
+    "Matern32",
+    "Matern52",
+    "Periodic",
+    "RationalQuadratic",
+    "Sum",
+    "Product",
+    "ExactGP",
+    "LatentGP",
+    "LatentPrediction",
+    "predict_latent",
+    "whiten",
+    "unwhiten",
 ]
 
 
@@ -155,5 +183,7 @@ class ExactGP(Parameterized):
         """Predictive moments at ``x_test`` given the training data, at the current
         hyperparameter values (sites, or init values outside NumPyro)."""
         return predict(self.kernel, x, y, x_test, self.get_param("noise"), self.jitter)
+
+
 # The latent GP builds on the modules above, so it is imported last.
 from .latent import LatentGP, LatentPrediction, predict_latent, unwhiten, whiten  # noqa: E402

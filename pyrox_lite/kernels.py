@@ -20,7 +20,8 @@ import dataclasses
 import functools
 import math
 import operator
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -31,9 +32,20 @@ from jax.typing import ArrayLike
 from ._checks import as_float, check_positive
 
 __all__ = [
-    "rbf", "matern32", "matern52", "periodic", "rational_quadratic",
-    "AbstractKernel", "Stationary", "RBF", "Matern32", "Matern52", "Periodic",
-    "RationalQuadratic", "Sum", "Product",
+    "rbf",
+    "matern32",
+    "matern52",
+    "periodic",
+    "rational_quadratic",
+    "AbstractKernel",
+    "Stationary",
+    "RBF",
+    "Matern32",
+    "Matern52",
+    "Periodic",
+    "RationalQuadratic",
+    "Sum",
+    "Product",
 ]
 
 
@@ -232,7 +244,9 @@ class KernelAlgebra(eqx.Module):
 
     def __radd__(self, other: Any) -> Any:
         # sum([k1, k2]) starts from 0; any other left operand is not a kernel.
-        return self if isinstance(other, int) and other == 0 else self._combine(other, self.family[1])
+        return (
+            self if isinstance(other, int) and other == 0 else self._combine(other, self.family[1])
+        )
 
     def __mul__(self, other: Any) -> Any:
         return self._combine(other, self.family[2])
@@ -301,7 +315,9 @@ class ProductOf(Composite):
     op = operator.mul
 
     def _check_amplitudes(self) -> None:
-        extra = [f"{i} ({type(f).__name__})" for i, f in enumerate(self.parts) if i and f.has_amplitude]
+        extra = [
+            f"{i} ({type(f).__name__})" for i, f in enumerate(self.parts) if i and f.has_amplitude
+        ]
         if extra:
             raise ValueError(
                 f"Product: only the first factor may have an amplitude, but factor(s) "

@@ -27,7 +27,8 @@ because the whitened coordinates are a priori independent of
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -153,7 +154,9 @@ def predict_latent(
     check_same_features(x, x_test)
     mean = as_float(mean)
     if mean.ndim != 0:
-        raise ValueError(f"`mean` must be a scalar (a constant prior mean); got shape {mean.shape}.")
+        raise ValueError(
+            f"`mean` must be a scalar (a constant prior mean); got shape {mean.shape}."
+        )
     check_finite(mean, "mean")
     with one_call():  # a kernel that registers NumPyro sites does so once
         k_xx = kernel(x, x)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -177,7 +178,12 @@ class GPMarginal(Distribution):
     pytree_aux_fields = ("jitter",)
 
     def __init__(
-        self, gram: ArrayLike, noise: ArrayLike, jitter: float = JITTER, *, validate_args: bool | None = None
+        self,
+        gram: ArrayLike,
+        noise: ArrayLike,
+        jitter: float = JITTER,
+        *,
+        validate_args: bool | None = None,
     ) -> None:
         self.gram, self.noise, self.jitter = as_float(gram), as_float(noise), jitter
         if self.gram.ndim < 2 or self.gram.shape[-1] != self.gram.shape[-2]:
@@ -200,7 +206,8 @@ class GPMarginal(Distribution):
     @property
     def variance(self) -> Array:
         return jnp.broadcast_to(
-            jnp.diagonal(self.covariance_matrix, axis1=-2, axis2=-1), self.batch_shape + self.event_shape
+            jnp.diagonal(self.covariance_matrix, axis1=-2, axis2=-1),
+            self.batch_shape + self.event_shape,
         )
 
     def sample(self, key: Array, sample_shape: tuple[int, ...] = ()) -> Array:

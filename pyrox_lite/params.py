@@ -22,7 +22,8 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import equinox as eqx
 import numpy as np
@@ -204,12 +205,18 @@ class PyroxParam(eqx.Module):
         not broadcast to it is an error naming both shapes."""
         if self.prior is None:
             return None
-        shape, have, event = tuple(np.shape(self.init)), self.prior.batch_shape, self.prior.event_shape
+        shape, have, event = (
+            tuple(np.shape(self.init)),
+            self.prior.batch_shape,
+            self.prior.event_shape,
+        )
         batch = shape[: len(shape) - len(event)]
         if have + event == shape:
             return self.prior
-        expands = len(have) <= len(batch) and all(a in (1, b) for a, b in zip(have[::-1], batch[::-1]))
-        if shape[len(batch):] != event or not expands:
+        expands = len(have) <= len(batch) and all(
+            a in (1, b) for a, b in zip(have[::-1], batch[::-1])
+        )
+        if shape[len(batch) :] != event or not expands:
             raise ValueError(
                 f"Parameter {name!r}: the init value has shape {shape}, but the prior has shape "
                 f"{have + event} (batch {have}, event {event}), which does not expand to it; "
@@ -223,7 +230,9 @@ class PyroxParam(eqx.Module):
         the init's, or if the init value is not finite or not in the support."""
         self.site_prior(name)
         if domain is not None:
-            _check_inside(self.prior.support if self.prior is not None else None, domain, name, "prior")
+            _check_inside(
+                self.prior.support if self.prior is not None else None, domain, name, "prior"
+            )
             _check_inside(self.constraint, domain, name, "constraint")
         value = concrete(self.init)
         if value is None:
@@ -350,7 +359,9 @@ class Parameterized(PyroxModule):
     def param_names(self) -> tuple[str, ...]:
         """Names of the fields that hold a :class:`PyroxParam`."""
         return tuple(
-            f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), PyroxParam)
+            f.name
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), PyroxParam)
         )
 
     def _domain(self, name: str) -> Constraint | None:

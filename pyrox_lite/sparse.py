@@ -39,7 +39,7 @@ for inputs without duplicates; with :math:`Z = X` the collapsed bound equals
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -93,7 +93,9 @@ def check_inducing(z: ArrayLike, x: Array, *, num_data: int | None = None) -> Ar
     """``z`` as a float array with the features of ``x``; with ``num_data``, also M <= N."""
     z = as_float(z)
     if z.ndim not in (1, 2) or z.shape[0] == 0:
-        raise ValueError(f"inducing inputs `z` must have shape (M,) or (M, D), M >= 1; got {z.shape}.")
+        raise ValueError(
+            f"inducing inputs `z` must have shape (M,) or (M, D), M >= 1; got {z.shape}."
+        )
     if _features(z) != _features(x):
         raise ValueError(
             f"inducing inputs `z` must have the same number of features as `x`; got "
@@ -170,7 +172,12 @@ def _projection(kernel: Kernel, x: Array, z: Array, jitter: float) -> tuple[Arra
 
 
 def collapsed_bound(
-    kernel: Kernel, x: ArrayLike, y: ArrayLike, z: ArrayLike, noise: ArrayLike, jitter: float = JITTER
+    kernel: Kernel,
+    x: ArrayLike,
+    y: ArrayLike,
+    z: ArrayLike,
+    noise: ArrayLike,
+    jitter: float = JITTER,
 ) -> Array:
     r"""The collapsed lower bound of Titsias (2009) on :math:`\log p(\mathbf y)`.
 
@@ -217,7 +224,12 @@ def collapsed_bound(
 
 
 def optimal_q(
-    kernel: Kernel, x: ArrayLike, y: ArrayLike, z: ArrayLike, noise: ArrayLike, jitter: float = JITTER
+    kernel: Kernel,
+    x: ArrayLike,
+    y: ArrayLike,
+    z: ArrayLike,
+    noise: ArrayLike,
+    jitter: float = JITTER,
 ) -> tuple[Array, Array]:
     r"""The optimal whitened :math:`q(\mathbf v) = \mathcal N(\mathbf m, SS^\top)` for Gaussian noise.
 
@@ -376,11 +388,15 @@ def svgp_observe(
     ``x, y`` with the full count ``num_data``.
     """
     if y is None:
-        raise ValueError("svgp_observe needs the targets `y`: a sparse GP here is fitted, not sampled.")
+        raise ValueError(
+            "svgp_observe needs the targets `y`: a sparse GP here is fitted, not sampled."
+        )
     x, y = check_data(x, y)
     n_here = x.shape[0]
     if num_data is not None and batch_size is not None:
-        raise ValueError("give either `batch_size` (draw minibatches) or `num_data` (a given one), not both.")
+        raise ValueError(
+            "give either `batch_size` (draw minibatches) or `num_data` (a given one), not both."
+        )
     check_batch(batch_size, n_here)
     n = n_here if num_data is None else int(num_data)
     if n < n_here:
@@ -441,18 +457,37 @@ class SparseGP(eqx.Module):
 
     def elbo(self, x, y, q_mean, q_sqrt, *, num_data: int | None = None) -> Array:
         """:func:`svgp_elbo` at this module's values."""
-        return svgp_elbo(self.kernel, x, y, self.inducing, q_mean, q_sqrt, self.noise,
-                         self.jitter, num_data=num_data)
+        return svgp_elbo(
+            self.kernel,
+            x,
+            y,
+            self.inducing,
+            q_mean,
+            q_sqrt,
+            self.noise,
+            self.jitter,
+            num_data=num_data,
+        )
 
     def observe(self, x, y, *, site: str = "svgp.u", batch_size=None, num_data=None) -> None:
         """:func:`svgp_observe` at this module's values."""
-        svgp_observe(self.kernel, x, y, self.inducing, self.noise, site=site,
-                     batch_size=batch_size, num_data=num_data, jitter=self.jitter)
+        svgp_observe(
+            self.kernel,
+            x,
+            y,
+            self.inducing,
+            self.noise,
+            site=site,
+            batch_size=batch_size,
+            num_data=num_data,
+            jitter=self.jitter,
+        )
 
     def predict(self, x_test: ArrayLike, q_mean: ArrayLike, q_sqrt: ArrayLike) -> GPPrediction:
         """:func:`sparse_predict` at this module's values."""
-        return sparse_predict(self.kernel, self.inducing, q_mean, q_sqrt, x_test, self.noise,
-                              self.jitter)
+        return sparse_predict(
+            self.kernel, self.inducing, q_mean, q_sqrt, x_test, self.noise, self.jitter
+        )
 
 
 class SVGP(Parameterized):
@@ -488,12 +523,26 @@ class SVGP(Parameterized):
         return int(self.inducing.init.shape[0])
 
     @pyrox_method
-    def __call__(self, x: ArrayLike, y: ArrayLike | None = None, *, batch_size: int | None = None,
-                 num_data: int | None = None) -> None:
+    def __call__(
+        self,
+        x: ArrayLike,
+        y: ArrayLike | None = None,
+        *,
+        batch_size: int | None = None,
+        num_data: int | None = None,
+    ) -> None:
         """The model: θ, Z and the bound's sites (see :func:`svgp_observe`)."""
-        svgp_observe(self.kernel, x, y, self.get_param("inducing"), self.get_param("noise"),
-                     site=self.site_name("u"), batch_size=batch_size, num_data=num_data,
-                     jitter=self.jitter)
+        svgp_observe(
+            self.kernel,
+            x,
+            y,
+            self.get_param("inducing"),
+            self.get_param("noise"),
+            site=self.site_name("u"),
+            batch_size=batch_size,
+            num_data=num_data,
+            jitter=self.jitter,
+        )
 
     def guide(self, *args, **kwargs) -> dict[str, Array]:
         """The guide of :math:`\\mathbf u` alone (:func:`svgp_guide`); pair it with a guide for θ,
@@ -507,5 +556,12 @@ class SVGP(Parameterized):
         m = self.num_inducing
         q_mean = numpyro.param(self.site_name("u_loc"), jnp.zeros(m))
         q_sqrt = numpyro.param(self.site_name("u_scale_tril"), jnp.eye(m))
-        return sparse_predict(self.kernel, self.get_param("inducing"), q_mean, q_sqrt, x_test,
-                              self.get_param("noise"), self.jitter)
+        return sparse_predict(
+            self.kernel,
+            self.get_param("inducing"),
+            q_mean,
+            q_sqrt,
+            x_test,
+            self.get_param("noise"),
+            self.jitter,
+        )

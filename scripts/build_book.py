@@ -41,16 +41,25 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def toc_files(config: dict) -> list[str]:
     """Every file of the table of contents, in order."""
+
     def walk(entries: list) -> list[str]:
-        return [f for e in entries for f in ([e["file"]] if "file" in e else []) + walk(e.get("children", []))]
+        return [
+            f
+            for e in entries
+            for f in ([e["file"]] if "file" in e else []) + walk(e.get("children", []))
+        ]
+
     return walk(config["project"]["toc"])
 
 
 def jax_cache_env() -> dict[str, str]:
     """JAX's compilation cache for every kernel and test (same code, compiled once). The size limit turns on
     its file lock; each write then scans the cache, so compilations under 0.05 s are not kept (faster)."""
-    return {"JAX_COMPILATION_CACHE_DIR": str(BUILD / "jax-cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.05",
-            "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 * 2**30)}
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(BUILD / "jax-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.05",
+        "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 * 2**30),
+    }
 
 
 class Executor(NotebookClient):
@@ -58,14 +67,20 @@ class Executor(NotebookClient):
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         if cell.cell_type != "markdown":
-            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            return await super().async_execute_cell(
+                cell, cell_index, execution_count, store_history
+            )
         found = []
         for expression in dict.fromkeys(m.group(2) for m in EVAL.finditer(cell.source)):
             msg_id = self.kc.execute("", store_history=False, user_expressions={"expr": expression})
-            result = (await self.async_wait_for_reply(msg_id, cell))["content"]["user_expressions"]["expr"]
+            result = (await self.async_wait_for_reply(msg_id, cell))["content"]["user_expressions"][
+                "expr"
+            ]
             if result["status"] != "ok":
                 trace = "\n".join(result["traceback"])
-                raise CellExecutionError(f"{{eval}}`{expression}` raised:\n{trace}", result["ename"], result["evalue"])
+                raise CellExecutionError(
+                    f"{{eval}}`{expression}` raised:\n{trace}", result["ename"], result["evalue"]
+                )
             found.append({"expression": expression, "result": result})
         cell.metadata.update({"user_expressions": found} if found else {})
         return cell
@@ -75,7 +90,12 @@ def execute(notebook: Path, out: Path) -> str | None:
     """Execute ``notebook`` into ``out``; what went wrong, if anything (the run stops there)."""
     nb, problem = nbformat.read(notebook, as_version=4), None
     try:
-        Executor(nb, timeout=900, record_timing=False, resources={"metadata": {"path": str(notebook.parent)}}).execute()
+        Executor(
+            nb,
+            timeout=900,
+            record_timing=False,
+            resources={"metadata": {"path": str(notebook.parent)}},
+        ).execute()
     except Exception as err:  # a cell raised, timed out, or its kernel died: reported, not hidden
         problem = f"{notebook.name}: {type(err).__name__}: {ANSI.sub('', str(err)).strip()}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,15 +120,24 @@ def theme_folder(source: str) -> Path:
     path = Path(source).expanduser().resolve()
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         unpacked, stamp = BUILD / "theme", f"{path} {path.stat().st_size} {path.stat().st_mtime_ns}"
-        if not (unpacked / ".unpacked-from").is_file() or (unpacked / ".unpacked-from").read_text() != stamp:
+        if (
+            not (unpacked / ".unpacked-from").is_file()
+            or (unpacked / ".unpacked-from").read_text() != stamp
+        ):
             shutil.rmtree(unpacked, ignore_errors=True)
             with tarfile.open(path) as archive:
                 archive.extractall(unpacked, filter="data")
             (unpacked / ".unpacked-from").write_text(stamp)
         path = unpacked
-    found = [t.parent for t in (path / "template.yml", *sorted(path.glob("*/template.yml"))) if t.is_file()]
+    found = [
+        t.parent
+        for t in (path / "template.yml", *sorted(path.glob("*/template.yml")))
+        if t.is_file()
+    ]
     if not found:
-        raise SystemExit(f"BOOK_THEME={source}: no site theme there (a folder or .tar.gz holding template.yml)")
+        raise SystemExit(
+            f"BOOK_THEME={source}: no site theme there (a folder or .tar.gz holding template.yml)"
+        )
     return found[0]
 
 
@@ -125,7 +154,9 @@ def build(theme: str | None, jobs: int) -> None:
     STAGE.mkdir(parents=True)
     stage(ROOT, STAGE, {ROOT / f for f in notebooks} | {ROOT / "myst.yml"})
     (STAGE / "myst.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    (BUILD / "jupyter-book").mkdir(exist_ok=True)  # its own files (a downloaded theme) kept between builds
+    (BUILD / "jupyter-book").mkdir(
+        exist_ok=True
+    )  # its own files (a downloaded theme) kept between builds
     (STAGE / "_build").symlink_to(BUILD / "jupyter-book", target_is_directory=True)
     for name, value in {"OPENBLAS_NUM_THREADS": "1", "CI": "true", **jax_cache_env()}.items():
         os.environ.setdefault(name, value)  # the kernels inherit it
@@ -135,14 +166,25 @@ def build(theme: str | None, jobs: int) -> None:
         runs = {pool.submit(execute, ROOT / f, STAGE / f): f for f in notebooks}
         for run in concurrent.futures.as_completed(runs):
             problems += [run.result()] if run.result() else []
-            print(f"  {runs[run]}: {'failed' if run.result() else 'done'} at {time.perf_counter() - start:.0f} s", flush=True)
-    rc = subprocess.run([sys.executable, "-m", "jupyter_book", "build", "--html", "--strict"], cwd=STAGE).returncode
+            print(
+                f"  {runs[run]}: {'failed' if run.result() else 'done'} at {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
+    rc = subprocess.run(
+        [sys.executable, "-m", "jupyter_book", "build", "--html", "--strict"], cwd=STAGE
+    ).returncode
     for name in ("site", "html"):
         if (STAGE / "_build" / name).is_dir():
             (STAGE / "_build" / name).rename(BUILD / name)
     if rc != 0:
-        problems.append(f"jupyter-book build --html --strict exited {rc}" + ("" if theme else
-                        " (offline? give a local copy of the site theme: BOOK_THEME=/path/to/book-theme)"))
+        problems.append(
+            f"jupyter-book build --html --strict exited {rc}"
+            + (
+                ""
+                if theme
+                else " (offline? give a local copy of the site theme: BOOK_THEME=/path/to/book-theme)"
+            )
+        )
     if problems:
         raise SystemExit("the book did not build:\n" + "\n\n".join(problems))
 
@@ -150,24 +192,36 @@ def build(theme: str | None, jobs: int) -> None:
 def closing_message() -> str:
     if base := os.environ.get("BASE_URL", "").strip("/"):
         return f"book built in _build/html for a site served under /{base} (BASE_URL): publish that folder there."
-    return ("book built in _build/html. Serve it over HTTP to view it (opened as a file it shows a directory "
-            "listing):\n    make serve    # or: python -m http.server 8000 --bind 127.0.0.1 --directory _build/html")
+    return (
+        "book built in _build/html. Serve it over HTTP to view it (opened as a file it shows a directory "
+        "listing):\n    make serve    # or: python -m http.server 8000 --bind 127.0.0.1 --directory _build/html"
+    )
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C stops at once; the kernels see it and exit
+    signal.signal(
+        signal.SIGINT, signal.SIG_DFL
+    )  # Ctrl-C stops at once; the kernels see it and exit
     start, error = time.perf_counter(), None
     VERDICT_FILE.parent.mkdir(parents=True, exist_ok=True)
     VERDICT_FILE.write_text(json.dumps({"html": False, "error": "the build did not finish"}))
     try:
         if shutil.which("node") is None:
             raise SystemExit("jupyter-book needs Node.js 18 or newer on PATH (https://nodejs.org)")
-        build(os.environ.get("BOOK_THEME") or None, int(os.environ.get("BOOK_JOBS") or os.cpu_count() or 1))
+        build(
+            os.environ.get("BOOK_THEME") or None,
+            int(os.environ.get("BOOK_JOBS") or os.cpu_count() or 1),
+        )
     except SystemExit as err:
         error = str(err)
     html = (BUILD / "html" / "index.html").is_file()
-    VERDICT_FILE.write_text(json.dumps({"html": html, **({"error": error} if error else {})}, indent=2))
-    print(f"\nerror: {error}" if error else f"\n{closing_message()}", file=sys.stderr if error else sys.stdout)
+    VERDICT_FILE.write_text(
+        json.dumps({"html": html, **({"error": error} if error else {})}, indent=2)
+    )
+    print(
+        f"\nerror: {error}" if error else f"\n{closing_message()}",
+        file=sys.stderr if error else sys.stdout,
+    )
     print(f"({time.perf_counter() - start:.0f} s)")
     return 1 if error else 0
 

@@ -83,7 +83,10 @@ def page_paths() -> dict[str, str]:
         if "location" not in page or "slug" not in page:
             continue
         source = page["location"].lstrip("/")
-        paths.setdefault(source, "/" if page["slug"] == project.get("index") else "/" + page["slug"].replace(".", "/"))
+        paths.setdefault(
+            source,
+            "/" if page["slug"] == project.get("index") else "/" + page["slug"].replace(".", "/"),
+        )
     return paths
 
 
@@ -111,13 +114,31 @@ class CdnCache:
                 return None
             self.folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-                run = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=300)
+                run = subprocess.run(
+                    [npm, "pack", spec, "--silent"],
+                    cwd=tmp,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
                 tarballs = list(Path(tmp).glob("*.tgz"))
                 if run.returncode != 0 or len(tarballs) != 1:
-                    self.unavailable[spec] = f"`npm pack {spec}` failed: {run.stderr.strip()[-300:]}"
+                    self.unavailable[spec] = (
+                        f"`npm pack {spec}` failed: {run.stderr.strip()[-300:]}"
+                    )
                     return None
                 (Path(tmp) / "unpacked").mkdir()
-                subprocess.run(["tar", "-xzf", str(tarballs[0]), "-C", f"{tmp}/unpacked", "--strip-components=1"], check=True)
+                subprocess.run(
+                    [
+                        "tar",
+                        "-xzf",
+                        str(tarballs[0]),
+                        "-C",
+                        f"{tmp}/unpacked",
+                        "--strip-components=1",
+                    ],
+                    check=True,
+                )
                 (Path(tmp) / "unpacked").rename(target)
             return target
 
@@ -213,9 +234,13 @@ class Visit:
     screenshots: list[Path]
 
 
-async def visit_in(browser, mode: str, site: str, paths: dict[str, str], cdn: CdnCache) -> dict[tuple[str, str], Visit]:
+async def visit_in(
+    browser, mode: str, site: str, paths: dict[str, str], cdn: CdnCache
+) -> dict[tuple[str, str], Visit]:
     """Every page of the table of contents in the colour scheme ``mode``, in a browser context of its own."""
-    context = await browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}, color_scheme=mode)
+    context = await browser.new_context(
+        viewport={"width": WIDTH, "height": HEIGHT}, color_scheme=mode
+    )
     cdn_failures: dict[str, str] = {}
 
     async def from_npm(route) -> None:
@@ -224,19 +249,32 @@ async def visit_in(browser, mode: str, site: str, paths: dict[str, str], cdn: Cd
             cdn_failures[route.request.url] = answer
             await route.abort()
         else:
-            await route.fulfill(body=answer[0], content_type=answer[1], headers={"Access-Control-Allow-Origin": "*"})
+            await route.fulfill(
+                body=answer[0], content_type=answer[1], headers={"Access-Control-Allow-Origin": "*"}
+            )
 
     await context.route(CDN, from_npm)
     page = await context.new_page()
     complaints: list[str] = []
     failed: list[tuple[str, str]] = []
     # A resource that fails to load is also logged to the console; the request check reports it.
-    page.on("console", lambda m: m.type in ("error", "assert") and not m.text.startswith("Failed to load resource")
-            and complaints.append(f"console.{m.type}: {m.text[:500]}"))
+    page.on(
+        "console",
+        lambda m: (
+            m.type in ("error", "assert")
+            and not m.text.startswith("Failed to load resource")
+            and complaints.append(f"console.{m.type}: {m.text[:500]}")
+        ),
+    )
     page.on("pageerror", lambda err: complaints.append(f"uncaught: {str(err)[:500]}"))
     page.on("response", lambda r: r.status >= 400 and failed.append((r.url, f"HTTP {r.status}")))
-    page.on("requestfailed", lambda r: r.failure != "net::ERR_ABORTED"
-            and failed.append((r.url, cdn_failures.get(r.url, r.failure))))
+    page.on(
+        "requestfailed",
+        lambda r: (
+            r.failure != "net::ERR_ABORTED"
+            and failed.append((r.url, cdn_failures.get(r.url, r.failure)))
+        ),
+    )
     found = {}
     for file in TOC:
         url = site + paths[file]
@@ -252,16 +290,29 @@ async def visit_in(browser, mode: str, site: str, paths: dict[str, str], cdn: Cd
         # Whole pages in the first scheme; the first screen of each in the other (the layout
         # checks above cover the whole page in both).
         stem = SHOTS / mode / (paths[file].strip("/").replace("/", "-") or "index")
-        height = await page.evaluate("document.documentElement.scrollHeight") if mode == MODES[0] else HEIGHT
-        shots = [stem.with_name(f"{stem.name}-{i + 1}.png" if height > SHOT_MAX_H else f"{stem.name}.png")
-                 for i in range(-(-height // SHOT_MAX_H))]
+        height = (
+            await page.evaluate("document.documentElement.scrollHeight")
+            if mode == MODES[0]
+            else HEIGHT
+        )
+        shots = [
+            stem.with_name(
+                f"{stem.name}-{i + 1}.png" if height > SHOT_MAX_H else f"{stem.name}.png"
+            )
+            for i in range(-(-height // SHOT_MAX_H))
+        ]
         for i, shot in enumerate(shots):
             top = i * SHOT_MAX_H
             clip = {"x": 0, "y": top, "width": WIDTH, "height": min(SHOT_MAX_H, height - top)}
             await page.screenshot(path=shot, full_page=True, clip=clip)
         allowed = tuple(MAY_FAIL)
-        found[file, mode] = Visit(url, report, list(complaints),
-                                  sorted({f"{why}: {u}" for u, why in failed if not u.startswith(allowed)}), shots)
+        found[file, mode] = Visit(
+            url,
+            report,
+            list(complaints),
+            sorted({f"{why}: {u}" for u, why in failed if not u.startswith(allowed)}),
+            shots,
+        )
     await context.close()
     return found
 
@@ -271,10 +322,14 @@ async def visit_all(site: str, exe: str, paths: dict[str, str]) -> dict[tuple[st
     shutil.rmtree(SHOTS, ignore_errors=True)
     cdn = CdnCache(CDN_CACHE)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        browser = await pw.chromium.launch(
+            executable_path=exe, args=["--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+        )
         try:
             found = {}
-            for visits in await asyncio.gather(*(visit_in(browser, m, site, paths, cdn) for m in MODES)):
+            for visits in await asyncio.gather(
+                *(visit_in(browser, m, site, paths, cdn) for m in MODES)
+            ):
                 found.update(visits)
             return found
         finally:
@@ -283,7 +338,9 @@ async def visit_all(site: str, exe: str, paths: dict[str, str]) -> dict[tuple[st
 
 def find_chromium() -> str | None:
     names = ("chromium", "chromium-browser", "google-chrome")
-    return os.environ.get("CHROMIUM") or next((found for name in names if (found := shutil.which(name))), None)
+    return os.environ.get("CHROMIUM") or next(
+        (found for name in names if (found := shutil.which(name))), None
+    )
 
 
 class BrowserRun:
@@ -292,20 +349,28 @@ class BrowserRun:
     def __init__(self, book) -> None:
         self.server: http.server.ThreadingHTTPServer | None = None
         self.site = ""
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="browser")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="browser"
+        )
         self._visits = self._pool.submit(self._run, book)
 
     def _run(self, book) -> dict[tuple[str, str], Visit]:
         if not book.verdict.get("html"):
-            raise RuntimeError(f"the book did not build, so there is no site to load:\n{book.tail(3000)}")
+            raise RuntimeError(
+                f"the book did not build, so there is no site to load:\n{book.tail(3000)}"
+            )
         exe = find_chromium()
         if exe is None:
-            raise Unavailable("no chromium on PATH (Debian: apt-get install chromium; or set CHROMIUM=/path/to/it)")
+            raise Unavailable(
+                "no chromium on PATH (Debian: apt-get install chromium; or set CHROMIUM=/path/to/it)"
+            )
         paths = page_paths()
         missing = [f for f in TOC if f not in paths]
         if missing:
             raise RuntimeError(f"the site's manifest lists no URL for {missing}")
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(HTML)))
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(HTML))
+        )
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.site = f"http://127.0.0.1:{self.server.server_address[1]}"
         return asyncio.run(visit_all(self.site, exe, paths))

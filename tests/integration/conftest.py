@@ -45,7 +45,8 @@ class Book:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--reuse-book", action="store_true",
+        "--reuse-book",
+        action="store_true",
         help="test the book an earlier build left in _build instead of building it again",
     )
 
@@ -73,7 +74,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     with OUTPUT.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "build_book.py")],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # stopped as a group: the build and the jupyter-book it runs
         )
     config.stash[BUILD_KEY] = (proc, time.perf_counter())
@@ -96,13 +101,19 @@ def book(request: pytest.FixtureRequest) -> Book:
         if not (OUTPUT.is_file() and VERDICT.is_file()):
             pytest.fail(f"--reuse-book: no earlier build in {LOGS} (run the tests once)")
         verdict = json.loads(VERDICT.read_text(encoding="utf-8"))
-        built = Book(0 if "error" not in verdict else 1, OUTPUT.read_text(encoding="utf-8"), verdict, None)
+        built = Book(
+            0 if "error" not in verdict else 1, OUTPUT.read_text(encoding="utf-8"), verdict, None
+        )
     else:
         proc, start = request.config.stash[BUILD_KEY]
         returncode = proc.wait()
         seconds = time.perf_counter() - start
         output = OUTPUT.read_text(encoding="utf-8", errors="replace")
-        verdict = json.loads(VERDICT.read_text(encoding="utf-8")) if VERDICT.is_file() else {"error": "no verdict written"}
+        verdict = (
+            json.loads(VERDICT.read_text(encoding="utf-8"))
+            if VERDICT.is_file()
+            else {"error": "no verdict written"}
+        )
         built = Book(returncode, output, verdict, seconds)
         request.config.stash[BOOK_KEY] = built
     start_browser(request.config, built)
@@ -144,7 +155,9 @@ def start_browser(config: pytest.Config, built: Book) -> None:
     try:
         import browser
     except ImportError as err:
-        config.stash[BROWSER_KEY] = f"the browser tests cannot run: {err} (pip install -e '.[test]')"
+        config.stash[BROWSER_KEY] = (
+            f"the browser tests cannot run: {err} (pip install -e '.[test]')"
+        )
         return
     config.stash[BROWSER_KEY] = browser.BrowserRun(built)
 
@@ -167,4 +180,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     built = config.stash.get(BOOK_KEY, None)
     if built is not None:
         html = "with the HTML site" if built.verdict.get("html") else "without HTML"
-        terminalreporter.write_line(f"book build: {built.seconds:.0f} s, exit {built.returncode}, {html}")
+        terminalreporter.write_line(
+            f"book build: {built.seconds:.0f} s, exit {built.returncode}, {html}"
+        )

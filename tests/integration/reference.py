@@ -17,7 +17,7 @@ with their Monte Carlo standard errors and compare two such summaries.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import arviz as az
 import numpy as np
@@ -118,7 +118,9 @@ class Box:
 
 def _faces(lp: np.ndarray) -> np.ndarray:
     """Largest value on the lower and upper face of each axis, shape ``(3, 2)``."""
-    return np.array([[np.take(lp, 0, axis=i).max(), np.take(lp, -1, axis=i).max()] for i in range(3)])
+    return np.array(
+        [[np.take(lp, 0, axis=i).max(), np.take(lp, -1, axis=i).max()] for i in range(3)]
+    )
 
 
 def find_box(x: np.ndarray, y: np.ndarray, width: float = 6.0, n: int = 24) -> Box:

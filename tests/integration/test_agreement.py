@@ -70,19 +70,31 @@ def test_artifact_follows_the_contract(artifacts, pattern):
         f"{pattern}: posterior variables {sorted(posterior.data_vars)}, expected {sorted(ref.NAMES)}"
     )
     for name in ref.NAMES:
-        assert posterior[name].dims == ("chain", "draw"), f"{pattern}: {name} has dims {posterior[name].dims}"
+        assert posterior[name].dims == ("chain", "draw"), (
+            f"{pattern}: {name} has dims {posterior[name].dims}"
+        )
     diverging = idata.sample_stats.get("diverging")
     assert diverging is not None, f"{pattern}: sample_stats has no `diverging`"
-    assert diverging.dtype == bool and diverging.shape == posterior["noise"].shape, f"{pattern}: {diverging}"
+    assert diverging.dtype == bool and diverging.shape == posterior["noise"].shape, (
+        f"{pattern}: {diverging}"
+    )
 
     x, y = ref.data()
-    np.testing.assert_array_equal(constant["x"].values, x, err_msg=f"{pattern}: x is not the book's data")
-    np.testing.assert_array_equal(idata.observed_data["y"].values, y, err_msg=f"{pattern}: y is not the book's data")
+    np.testing.assert_array_equal(
+        constant["x"].values, x, err_msg=f"{pattern}: x is not the book's data"
+    )
+    np.testing.assert_array_equal(
+        idata.observed_data["y"].values, y, err_msg=f"{pattern}: y is not the book's data"
+    )
     for name in CHECK_NAMES + ("check_log_joint",):
-        assert constant[name].dims == ("check",), f"{pattern}: {name} has dims {constant[name].dims}"
+        assert constant[name].dims == ("check",), (
+            f"{pattern}: {name} has dims {constant[name].dims}"
+        )
     for i, name in enumerate(CHECK_NAMES):
         expected = ref.check_points()[:, i]
-        np.testing.assert_allclose(constant[name].values, expected, rtol=1e-15, err_msg=f"{pattern}: {name}")
+        np.testing.assert_allclose(
+            constant[name].values, expected, rtol=1e-15, err_msg=f"{pattern}: {name}"
+        )
 
 
 def test_artifacts_share_data_and_check_points(artifacts):
@@ -91,9 +103,13 @@ def test_artifacts_share_data_and_check_points(artifacts):
         idata = artifacts[pattern]
         for name in ("x",) + CHECK_NAMES:
             np.testing.assert_array_equal(
-                idata.constant_data[name].values, first.constant_data[name].values, err_msg=f"{pattern}: {name}"
+                idata.constant_data[name].values,
+                first.constant_data[name].values,
+                err_msg=f"{pattern}: {name}",
             )
-        np.testing.assert_array_equal(idata.observed_data["y"].values, first.observed_data["y"].values)
+        np.testing.assert_array_equal(
+            idata.observed_data["y"].values, first.observed_data["y"].values
+        )
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -118,7 +134,9 @@ def _log_joints(idata: az.InferenceData) -> np.ndarray:
 
 @pytest.mark.parametrize("a, b", list(itertools.combinations(PATTERNS, 2)))
 def test_log_joints_are_equal(artifacts, a, b):
-    np.testing.assert_allclose(_log_joints(artifacts[a]), _log_joints(artifacts[b]), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        _log_joints(artifacts[a]), _log_joints(artifacts[b]), rtol=1e-9, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -186,7 +204,9 @@ def _right_and_wrong_model(x, y):
         noise = numpyro.sample("noise", dist.LogNormal(-2.0, 1.0))
         sqdist = (x[:, None] - x[None, :]) ** 2 / lengthscale[:, None, None] ** 2
         gram = amplitude[:, None, None] ** 2 * jnp.exp(-exponent * sqdist)
-        numpyro.sample("y", GPMarginal(gram, noise), obs=jnp.broadcast_to(y, (len(EXPONENTS), y.size)))
+        numpyro.sample(
+            "y", GPMarginal(gram, noise), obs=jnp.broadcast_to(y, (len(EXPONENTS), y.size))
+        )
 
 
 @pytest.fixture(scope="module")
@@ -196,12 +216,16 @@ def short_runs() -> dict[float, dict[str, ref.Summary]]:
     mcmc.run(jax.random.key(7), *ref.data())
     draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     return {
-        e: ref.summarize(az.from_dict(posterior={k: v[..., i] for k, v in draws.items() if k in ref.NAMES}))
+        e: ref.summarize(
+            az.from_dict(posterior={k: v[..., i] for k, v in draws.items() if k in ref.NAMES})
+        )
         for i, e in enumerate(EXPONENTS)
     }
 
 
-@pytest.mark.parametrize("exponent, wrong", [(0.5, False), (1.0, True)], ids=["right-model", "wrong-model"])
+@pytest.mark.parametrize(
+    "exponent, wrong", [(0.5, False), (1.0, True)], ids=["right-model", "wrong-model"]
+)
 def test_checker_tells_right_from_wrong(short_runs, reference_summary, exponent, wrong):
     """The checker used above can fail: it rejects NUTS on an RBF missing its factor 2,
     while the same run on the right model passes."""

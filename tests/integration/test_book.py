@@ -35,7 +35,13 @@ NOTEBOOKS = [f for f in TOC if f.endswith(".ipynb")]
 
 
 def bib_keys() -> set[str]:
-    return set(re.findall(r"^@\w+\{([^,\s]+),", (ROOT / "references.bib").read_text(encoding="utf-8"), re.MULTILINE))
+    return set(
+        re.findall(
+            r"^@\w+\{([^,\s]+),",
+            (ROOT / "references.bib").read_text(encoding="utf-8"),
+            re.MULTILINE,
+        )
+    )
 
 
 def nodes(tree: object, *types: str) -> list[dict]:
@@ -55,7 +61,9 @@ def nodes(tree: object, *types: str) -> list[dict]:
 
 def outputs(tree: object) -> list[dict]:
     """The Jupyter outputs under an mdast node."""
-    return [n["jupyter_data"] for n in nodes(tree, "output") if isinstance(n.get("jupyter_data"), dict)]
+    return [
+        n["jupyter_data"] for n in nodes(tree, "output") if isinstance(n.get("jupyter_data"), dict)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +97,13 @@ def test_build_script_succeeds(book) -> None:
 
 
 def test_build_log_has_no_warnings_or_errors(book) -> None:
-    flagged = sorted({line.strip() for line in book.output.splitlines() if any(mark in line for mark in LOG_MARKS)})
+    flagged = sorted(
+        {
+            line.strip()
+            for line in book.output.splitlines()
+            if any(mark in line for mark in LOG_MARKS)
+        }
+    )
     assert flagged == []
 
 
@@ -124,7 +138,9 @@ def test_every_reference_is_cited(pages) -> None:
 def test_cross_references_resolve(pages, file) -> None:
     page = pages[file]
     for ref in nodes(page["mdast"], "crossReference"):
-        assert ref.get("resolved") is True and "error" not in ref, f"{file}: unresolved reference {ref.get('identifier')!r}"
+        assert ref.get("resolved") is True and "error" not in ref, (
+            f"{file}: unresolved reference {ref.get('identifier')!r}"
+        )
     for link in nodes(page["mdast"], "link"):
         url, source = link.get("url", ""), link.get("urlSource", "")
         assert not url.startswith("#"), f"{file}: no target for {source!r}"
@@ -132,9 +148,13 @@ def test_cross_references_resolve(pages, file) -> None:
             target = CONTENT / link["dataUrl"].lstrip("/")
             assert target.is_file(), f"{file}: link {source!r} points to a page that was not built"
         elif link.get("static"):
-            assert (PUBLIC / url.lstrip("/")).is_file(), f"{file}: the file behind {source!r} was not copied"
+            assert (PUBLIC / url.lstrip("/")).is_file(), (
+                f"{file}: the file behind {source!r} was not copied"
+            )
         else:
-            assert re.match(r"^(https?|mailto):", url), f"{file}: link {source!r} resolves to nothing"
+            assert re.match(r"^(https?|mailto):", url), (
+                f"{file}: link {source!r} resolves to nothing"
+            )
 
 
 @pytest.mark.parametrize("file", page_ids(TOC))
@@ -150,13 +170,17 @@ def test_landing_page_numbers_and_references_its_equations(pages) -> None:
     equations = {m["identifier"]: m for m in nodes(tree, "math") if m.get("identifier")}
     referenced = {r["identifier"] for r in nodes(tree, "crossReference")}
     for label in ("eq-marginal", "eq-joint"):
-        assert label in equations and equations[label].get("enumerator"), f"index.md: {label} is not a numbered equation"
+        assert label in equations and equations[label].get("enumerator"), (
+            f"index.md: {label} is not a numbered equation"
+        )
         assert label in referenced, f"index.md: the text never refers to {label}"
 
 
 @pytest.mark.parametrize("file", page_ids(NOTEBOOKS))
 def test_notebook_raised_nothing(pages, file) -> None:
-    errors = [describe_error(o) for o in outputs(pages[file]["mdast"]) if o.get("output_type") == "error"]
+    errors = [
+        describe_error(o) for o in outputs(pages[file]["mdast"]) if o.get("output_type") == "error"
+    ]
     assert errors == [], f"{file}: a cell raised\n" + "\n".join(errors)
 
 
@@ -165,11 +189,17 @@ def test_notebook_prints_no_warnings(pages, file) -> None:
     """Nothing on stderr: a warning printed by a cell would sit in the rendered page."""
     noisy = []
     for block in nodes(pages[file]["mdast"], "block"):
-        streams = [o for o in outputs(block) if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        streams = [
+            o
+            for o in outputs(block)
+            if o.get("output_type") == "stream" and o.get("name") == "stderr"
+        ]
         if streams:
             code = next((c.get("value", "") for c in nodes(block, "code")), "")
-            noisy.append(f"cell starting {code.strip().splitlines()[0] if code.strip() else '?'!r}: "
-                         f"{streams[0].get('text', '').strip()[:300]}")
+            noisy.append(
+                f"cell starting {code.strip().splitlines()[0] if code.strip() else '?'!r}: "
+                f"{streams[0].get('text', '').strip()[:300]}"
+            )
     assert noisy == [], f"{file}: " + "\n".join(noisy)
 
 
@@ -197,4 +227,6 @@ def test_notebook_figures_are_images(pages, file) -> None:
         assert local.is_file(), f"{file}: image {path} was not written"
         if local.suffix == ".png":
             pixels = mpimg.imread(local)
-            assert pixels.ndim == 3 and float(np.ptp(pixels[..., :3])) > 0, f"{file}: {path} is blank"
+            assert pixels.ndim == 3 and float(np.ptp(pixels[..., :3])) > 0, (
+                f"{file}: {path} is blank"
+            )

@@ -38,7 +38,6 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from browser import MODES, TOC, Unavailable, Visit
 
 REQUIRED = os.environ.get("BOOK_BROWSER_TEST", "") == "require"
@@ -81,7 +80,9 @@ def url_status(site):
     @functools.cache
     def status(path: str) -> int:
         try:
-            with urllib.request.urlopen(site + urllib.parse.quote(path, safe="/%"), timeout=30) as answer:
+            with urllib.request.urlopen(
+                site + urllib.parse.quote(path, safe="/%"), timeout=30
+            ) as answer:
                 return answer.status
         except urllib.error.HTTPError as err:
             return err.code
@@ -96,7 +97,9 @@ def url_status(site):
 def test_page_shows_in_its_colour_scheme(visits, file, mode) -> None:
     report = visits[file, mode].report
     assert report["article"], f"{file}: no <article> on {visits[file, mode].url}"
-    assert report["dark"] == (mode == "dark"), f"{file}: the page did not switch to its {mode} scheme"
+    assert report["dark"] == (mode == "dark"), (
+        f"{file}: the page did not switch to its {mode} scheme"
+    )
 
 
 @pytest.mark.parametrize(("file", "mode"), CASES)
@@ -107,11 +110,17 @@ def test_page_fits_the_window(visits, file, mode) -> None:
     wide = [
         f"{o['kind']} ({o['how']}): {o['scrollWidth']} px in {o['clientWidth']} px, at {o['path']}"
         f"{' (#' + o['near'] + ')' if o['near'] else ''}: {o['text']!r}"
-        for o in report["overflows"] if not o["allowed"]
+        for o in report["overflows"]
+        if not o["allowed"]
     ]
     if report["pageScrollWidth"] > report["viewportWidth"]:
-        wide.append(f"the page is {report['pageScrollWidth']} px wide in a {report['viewportWidth']} px window")
-    assert not wide, f"{file} ({mode}, {visit.url}): {len(wide)} element(s) wider than their column:\n  " + "\n  ".join(wide)
+        wide.append(
+            f"the page is {report['pageScrollWidth']} px wide in a {report['viewportWidth']} px window"
+        )
+    assert not wide, (
+        f"{file} ({mode}, {visit.url}): {len(wide)} element(s) wider than their column:\n  "
+        + "\n  ".join(wide)
+    )
 
 
 @pytest.mark.parametrize(("file", "mode"), CASES)
@@ -137,7 +146,11 @@ def test_page_images_load(visits, file, mode) -> None:
 def test_internal_links_resolve(visits, url_status, site, file) -> None:
     """Every link to the site itself reaches a page or file, and its #fragment an element there."""
     visit = visits[file, MODES[0]]
-    by_path = {urllib.parse.urlsplit(v.url).path.rstrip("/") or "/": v for (f, m), v in visits.items() if m == MODES[0]}
+    by_path = {
+        urllib.parse.urlsplit(v.url).path.rstrip("/") or "/": v
+        for (f, m), v in visits.items()
+        if m == MODES[0]
+    }
     here = urllib.parse.urlsplit(visit.url).path.rstrip("/") or "/"
     broken = []
     for href in sorted(set(visit.report["links"])):
@@ -150,12 +163,20 @@ def test_internal_links_resolve(visits, url_status, site, file) -> None:
             broken.append(f"{href}: HTTP {url_status(parts.path or '/')}")
             continue
         if parts.fragment:
-            ids = (visit if path == here else target).report["ids"] if (path == here or target) else None
+            ids = (
+                (visit if path == here else target).report["ids"]
+                if (path == here or target)
+                else None
+            )
             if ids is not None and urllib.parse.unquote(parts.fragment) not in ids:
                 broken.append(f"{href}: no element with id {parts.fragment!r} on that page")
     assert broken == [], f"{file}: links that lead nowhere:\n  " + "\n  ".join(broken)
 
 
 def test_screenshots_saved(visits) -> None:
-    missing = [str(v.url) for v in visits.values() if not v.screenshots or not all(s.is_file() for s in v.screenshots)]
+    missing = [
+        str(v.url)
+        for v in visits.values()
+        if not v.screenshots or not all(s.is_file() for s in v.screenshots)
+    ]
     assert missing == []

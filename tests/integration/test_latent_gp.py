@@ -32,14 +32,122 @@ JITTER = 1e-6
 RTOL = 1e-10
 
 # Explosions in British coal mines per calendar year, 1851-1961 (Jarrett 1979).
-COUNTS = np.array([
-    4, 5, 4, 1, 0, 4, 3, 4, 0, 6, 3, 3, 4, 0, 2, 6, 3, 3, 5, 4,
-    5, 3, 1, 4, 4, 1, 5, 5, 3, 4, 2, 5, 2, 2, 3, 4, 2, 1, 3, 2,
-    2, 1, 1, 1, 1, 3, 0, 0, 1, 0, 1, 1, 0, 0, 3, 1, 0, 3, 2, 2,
-    0, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 2, 1, 0, 0, 0, 1, 1, 0, 2,
-    3, 3, 1, 1, 2, 1, 1, 1, 1, 2, 3, 3, 0, 0, 0, 1, 4, 0, 0, 0,
-    1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0,
-], dtype=float)
+COUNTS = np.array(
+    [
+        4,
+        5,
+        4,
+        1,
+        0,
+        4,
+        3,
+        4,
+        0,
+        6,
+        3,
+        3,
+        4,
+        0,
+        2,
+        6,
+        3,
+        3,
+        5,
+        4,
+        5,
+        3,
+        1,
+        4,
+        4,
+        1,
+        5,
+        5,
+        3,
+        4,
+        2,
+        5,
+        2,
+        2,
+        3,
+        4,
+        2,
+        1,
+        3,
+        2,
+        2,
+        1,
+        1,
+        1,
+        1,
+        3,
+        0,
+        0,
+        1,
+        0,
+        1,
+        1,
+        0,
+        0,
+        3,
+        1,
+        0,
+        3,
+        2,
+        2,
+        0,
+        1,
+        1,
+        1,
+        0,
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+        2,
+        1,
+        0,
+        0,
+        0,
+        1,
+        1,
+        0,
+        2,
+        3,
+        3,
+        1,
+        1,
+        2,
+        1,
+        1,
+        1,
+        1,
+        2,
+        3,
+        3,
+        0,
+        0,
+        0,
+        1,
+        4,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        1,
+        0,
+    ],
+    dtype=float,
+)
 YEARS = np.arange(1851, 1962, dtype=float)
 HELD_OUT = (YEARS - 1853) % 4 == 0
 X, Y = YEARS[~HELD_OUT], COUNTS[~HELD_OUT]
@@ -54,15 +162,22 @@ def cholesky(x, ell, amp):
 def log_joint(ell, amp, mu, u) -> float:
     """The page's log joint density over (lengthscale, amplitude, mean, u), by SciPy."""
     f = mu + cholesky(X, ell, amp) @ u
-    return float(lognorm.logpdf(ell, s=0.5, scale=20.0) + lognorm.logpdf(amp, s=0.5, scale=1.0)
-                 + norm.logpdf(mu) + norm.logpdf(u).sum() + poisson.logpmf(Y, np.exp(f)).sum())
+    return float(
+        lognorm.logpdf(ell, s=0.5, scale=20.0)
+        + lognorm.logpdf(amp, s=0.5, scale=1.0)
+        + norm.logpdf(mu)
+        + norm.logpdf(u).sum()
+        + poisson.logpmf(Y, np.exp(f)).sum()
+    )
 
 
 @pytest.fixture(scope="module")
 def idata(book):
     if not ARTIFACT.is_file():
-        pytest.fail(f"{ARTIFACT} not found: run notebooks/08_latent_gp.ipynb first "
-                    f"(`pytest` runs the notebooks before this file).")
+        pytest.fail(
+            f"{ARTIFACT} not found: run notebooks/08_latent_gp.ipynb first "
+            f"(`pytest` runs the notebooks before this file)."
+        )
     with az.rc_context({"data.load": "eager"}):
         return az.from_netcdf(ARTIFACT)
 
@@ -100,8 +215,11 @@ def test_the_log_joint_comparison_rejects_another_prior(idata):
     different model, and its log joint differs from the stored one."""
     ell, amp, mu = (float(idata.constant_data[f"check_{n}"].values[0]) for n in THETA)
     u = idata.constant_data["check_gp.u"].values[0]
-    other = log_joint(ell, amp, mu, u) + lognorm.logpdf(ell, s=0.5, scale=25.0) \
+    other = (
+        log_joint(ell, amp, mu, u)
+        + lognorm.logpdf(ell, s=0.5, scale=25.0)
         - lognorm.logpdf(ell, s=0.5, scale=20.0)
+    )
     stored = float(idata.constant_data["check_log_joint"].values[0])
     assert abs(other - stored) > 1e-6 * abs(stored)
 
@@ -113,5 +231,6 @@ def test_each_draw_of_f_is_the_unwhitened_u(idata):
         c, d = rng.integers(post.sizes["chain"]), rng.integers(post.sizes["draw"])
         ell, amp, mu = (float(post[n].values[c, d]) for n in THETA)
         f = mu + cholesky(X, ell, amp) @ post["gp.u"].values[c, d]
-        np.testing.assert_allclose(post["gp.f"].values[c, d], f, rtol=1e-9,
-                                   atol=1e-9 * math.sqrt(len(X)))
+        np.testing.assert_allclose(
+            post["gp.f"].values[c, d], f, rtol=1e-9, atol=1e-9 * math.sqrt(len(X))
+        )

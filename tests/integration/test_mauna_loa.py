@@ -90,10 +90,16 @@ KERNEL1 = (
 def model1(x, y=None):
     theta = {name: numpyro.sample(name, prior(name)) for name in NAMES}
     k = eqx.tree_at(
-        lambda k: (k.parts[0].lengthscale, k.parts[0].amplitude,
-                   k.parts[1].parts[0].lengthscale, k.parts[1].parts[0].amplitude,
-                   k.parts[1].parts[1].lengthscale,
-                   k.parts[2].lengthscale, k.parts[2].alpha, k.parts[2].amplitude),
+        lambda k: (
+            k.parts[0].lengthscale,
+            k.parts[0].amplitude,
+            k.parts[1].parts[0].lengthscale,
+            k.parts[1].parts[0].amplitude,
+            k.parts[1].parts[1].lengthscale,
+            k.parts[2].lengthscale,
+            k.parts[2].alpha,
+            k.parts[2].amplitude,
+        ),
         KERNEL1,
         tuple(theta[name] for name in NAMES[:-1]),
     )
@@ -131,8 +137,12 @@ class Medium(Part):
         )
 
 
-PARTS2 = (Trend(pyrox_name="trend"), Seasonal(pyrox_name="seasonal"),
-          Decay(pyrox_name="decay"), Medium(pyrox_name="medium"))
+PARTS2 = (
+    Trend(pyrox_name="trend"),
+    Seasonal(pyrox_name="seasonal"),
+    Decay(pyrox_name="decay"),
+    Medium(pyrox_name="medium"),
+)
 
 
 def model2(x, y=None):
@@ -144,13 +154,24 @@ def model2(x, y=None):
 
 def co2_gp(param):
     kernel = (
-        gp.RBF(lengthscale=param("trend.lengthscale"), amplitude=param("trend.amplitude"),
-               pyrox_name="trend")
-        + gp.Periodic(lengthscale=param("seasonal.lengthscale"), period=PyroxParam(1.0),
-                      amplitude=param("seasonal.amplitude"), pyrox_name="seasonal")
+        gp.RBF(
+            lengthscale=param("trend.lengthscale"),
+            amplitude=param("trend.amplitude"),
+            pyrox_name="trend",
+        )
+        + gp.Periodic(
+            lengthscale=param("seasonal.lengthscale"),
+            period=PyroxParam(1.0),
+            amplitude=param("seasonal.amplitude"),
+            pyrox_name="seasonal",
+        )
         * gp.RBF(lengthscale=param("decay.lengthscale"), amplitude=None, pyrox_name="decay")
-        + gp.RationalQuadratic(lengthscale=param("medium.lengthscale"), alpha=param("medium.alpha"),
-                               amplitude=param("medium.amplitude"), pyrox_name="medium")
+        + gp.RationalQuadratic(
+            lengthscale=param("medium.lengthscale"),
+            alpha=param("medium.alpha"),
+            amplitude=param("medium.amplitude"),
+            pyrox_name="medium",
+        )
     )
     return gp.ExactGP(kernel, noise=param("gp.noise"), pyrox_name="gp")
 
@@ -170,13 +191,15 @@ MODELS = {"pattern1": model1, "pattern2": model2, "pattern3": model3}
 
 
 def sk_kernel(th):
-    return (sk.ConstantKernel(th["trend.amplitude"] ** 2) * sk.RBF(th["trend.lengthscale"])
-            + sk.ConstantKernel(th["seasonal.amplitude"] ** 2)
-            * sk.ExpSineSquared(th["seasonal.lengthscale"], 1.0, periodicity_bounds="fixed")
-            * sk.RBF(th["decay.lengthscale"])
-            + sk.ConstantKernel(th["medium.amplitude"] ** 2)
-            * sk.RationalQuadratic(th["medium.lengthscale"], th["medium.alpha"])
-            + sk.WhiteKernel(th["gp.noise"] ** 2))
+    return (
+        sk.ConstantKernel(th["trend.amplitude"] ** 2) * sk.RBF(th["trend.lengthscale"])
+        + sk.ConstantKernel(th["seasonal.amplitude"] ** 2)
+        * sk.ExpSineSquared(th["seasonal.lengthscale"], 1.0, periodicity_bounds="fixed")
+        * sk.RBF(th["decay.lengthscale"])
+        + sk.ConstantKernel(th["medium.amplitude"] ** 2)
+        * sk.RationalQuadratic(th["medium.lengthscale"], th["medium.alpha"])
+        + sk.WhiteKernel(th["gp.noise"] ** 2)
+    )
 
 
 def reference_log_joint(th) -> float:
@@ -187,8 +210,10 @@ def reference_log_joint(th) -> float:
 
 def check_points(n=4, seed=11):
     rng = np.random.default_rng(seed)
-    return [{n_: float(PRIORS[n_][0] * np.exp(PRIORS[n_][1] * rng.normal())) for n_ in NAMES}
-            for _ in range(n)]
+    return [
+        {n_: float(PRIORS[n_][0] * np.exp(PRIORS[n_][1] * rng.normal())) for n_ in NAMES}
+        for _ in range(n)
+    ]
 
 
 def value_and_grad(model, th):
@@ -234,11 +259,19 @@ def test_the_log_joint_comparison_rejects_a_swapped_splice():
     def swapped(x, y=None):
         theta = {name: numpyro.sample(name, prior(name)) for name in NAMES}
         k = eqx.tree_at(
-            lambda k: (k.parts[0].amplitude, k.parts[0].lengthscale,
-                       k.parts[1].parts[0].lengthscale, k.parts[1].parts[0].amplitude,
-                       k.parts[1].parts[1].lengthscale,
-                       k.parts[2].lengthscale, k.parts[2].alpha, k.parts[2].amplitude),
-            KERNEL1, tuple(theta[name] for name in NAMES[:-1]))
+            lambda k: (
+                k.parts[0].amplitude,
+                k.parts[0].lengthscale,
+                k.parts[1].parts[0].lengthscale,
+                k.parts[1].parts[0].amplitude,
+                k.parts[1].parts[1].lengthscale,
+                k.parts[2].lengthscale,
+                k.parts[2].alpha,
+                k.parts[2].amplitude,
+            ),
+            KERNEL1,
+            tuple(theta[name] for name in NAMES[:-1]),
+        )
         return numpyro.sample("y", GPMarginal(k(x, x), theta["gp.noise"]), obs=y)
 
     th = check_points(1)[0]
@@ -252,20 +285,28 @@ def test_type_ii_maximum_likelihood_matches_scikit_learn():
     @jax.jit
     def loss(z):
         return jax.value_and_grad(
-            lambda z: -log_density(gp_ml, (X, Y), {}, dict(zip(NAMES, jnp.exp(z))))[0])(z)
+            lambda z: -log_density(gp_ml, (X, Y), {}, dict(zip(NAMES, jnp.exp(z))))[0]
+        )(z)
 
     start = np.log([PRIORS[n][0] for n in NAMES])
-    res = scipy.optimize.minimize(lambda z: tuple(np.asarray(v) for v in loss(z)), start,
-                                  jac=True, method="L-BFGS-B", options=tight)
+    res = scipy.optimize.minimize(
+        lambda z: tuple(np.asarray(v) for v in loss(z)),
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        options=tight,
+    )
     ours, lml_ours = dict(zip(NAMES, np.exp(res.x))), -float(res.fun)
 
     def lbfgs(objective, theta0, bounds):
-        r = scipy.optimize.minimize(objective, theta0, jac=True, bounds=bounds,
-                                    method="L-BFGS-B", options=tight)
+        r = scipy.optimize.minimize(
+            objective, theta0, jac=True, bounds=bounds, method="L-BFGS-B", options=tight
+        )
         return r.x, r.fun
 
-    gpr = GaussianProcessRegressor(sk_kernel({n: PRIORS[n][0] for n in NAMES}), alpha=JITTER,
-                                   optimizer=lbfgs).fit(X[:, None], Y)
+    gpr = GaussianProcessRegressor(
+        sk_kernel({n: PRIORS[n][0] for n in NAMES}), alpha=JITTER, optimizer=lbfgs
+    ).fit(X[:, None], Y)
     k = gpr.kernel_
     trend, seasonal, medium, white = k.k1.k1.k1, k.k1.k1.k2, k.k1.k2, k.k2
     theirs = {
@@ -283,19 +324,25 @@ def test_type_ii_maximum_likelihood_matches_scikit_learn():
     for n in NAMES:
         assert abs(ours[n] / theirs[n] - 1) <= 1e-3, (n, ours[n], theirs[n])
     # Each objective at the other's optimum: the two objectives are one function.
-    np.testing.assert_allclose(gpr.log_marginal_likelihood(sk_kernel(ours).theta), lml_ours, rtol=1e-9)
+    np.testing.assert_allclose(
+        gpr.log_marginal_likelihood(sk_kernel(ours).theta), lml_ours, rtol=1e-9
+    )
 
 
 def test_the_chapter_artifact():
     if not ARTIFACT.is_file():
-        pytest.fail(f"{ARTIFACT} not found: run notebooks/07_mauna_loa.ipynb first "
-                    f"(`pytest` runs the notebooks before this file).")
+        pytest.fail(
+            f"{ARTIFACT} not found: run notebooks/07_mauna_loa.ipynb first "
+            f"(`pytest` runs the notebooks before this file)."
+        )
     with az.rc_context({"data.load": "eager"}):
         idata = az.from_netcdf(ARTIFACT)
     assert sorted(idata.posterior.data_vars) == sorted(NAMES)
     assert int(idata.sample_stats["diverging"].sum()) == 0
     summary = az.summary(idata, var_names=NAMES, round_to="none")
-    assert (summary["r_hat"] <= 1.01).all() and (summary[["ess_bulk", "ess_tail"]] >= 400).all().all()
+    assert (summary["r_hat"] <= 1.01).all() and (
+        summary[["ess_bulk", "ess_tail"]] >= 400
+    ).all().all()
     np.testing.assert_allclose(idata.constant_data["x"].values, X, rtol=0, atol=1e-12)
     np.testing.assert_allclose(idata.observed_data["y"].values, Y, rtol=1e-12)
     stored = idata.constant_data["check_log_joint"].values

@@ -43,20 +43,22 @@ def load():
     held_out = np.random.default_rng(0).random(len(inputs)) < 0.2
     mean, sd = temp[~held_out].mean(), temp[~held_out].std()
     scale = lambda t: (t - mean) / sd  # noqa: E731
-    return (inputs[~held_out], scale(temp[~held_out]), inputs[held_out],
-            scale(temp[held_out]), sd)
+    return (inputs[~held_out], scale(temp[~held_out]), inputs[held_out], scale(temp[held_out]), sd)
 
 
 @pytest.fixture(scope="module")
 def record() -> dict:
     if not ARTIFACT.is_file():
-        pytest.fail(f"{ARTIFACT} not found: run notebooks/09_sparse_gp.ipynb first "
-                    f"(`pytest` runs the notebooks before this file).")
+        pytest.fail(
+            f"{ARTIFACT} not found: run notebooks/09_sparse_gp.ipynb first "
+            f"(`pytest` runs the notebooks before this file)."
+        )
     return json.loads(ARTIFACT.read_text(encoding="utf-8"))
 
 
 def numpy_predict(x_test, z, q_mean, q_sqrt, ell, amp, noise):
     """The sparse predictive, unwhitened, with NumPy and SciPy only."""
+
     def k(a, b):
         d2 = (((a[:, None, :] - b[None, :, :]) / ell) ** 2).sum(-1)
         return amp**2 * np.exp(-0.5 * d2)
@@ -74,26 +76,36 @@ def test_the_fit_and_its_held_out_scores(record):
     assert (record["n_train"], record["n_test"]) == (len(x), len(x_test))
     fit = {k: np.asarray(v) for k, v in record["fitted"].items()}
     ell, amp, noise = fit["rbf.lengthscale"], float(fit["rbf.amplitude"]), float(fit["svgp.noise"])
-    mean, var_y = numpy_predict(x_test, fit["svgp.inducing"], fit["svgp.u_loc"],
-                                fit["svgp.u_scale_tril"], ell, amp, noise)
+    mean, var_y = numpy_predict(
+        x_test, fit["svgp.inducing"], fit["svgp.u_loc"], fit["svgp.u_scale_tril"], ell, amp, noise
+    )
     z = (y_test - mean) / np.sqrt(var_y)
     rmse = sd * np.sqrt(np.mean((mean - y_test) ** 2))
     log_score = np.mean(scipy.stats.norm.logpdf(z) - np.log(np.sqrt(var_y) * sd))
     coverage = np.mean(np.abs(z) <= 1.96)
     got = record["scores"]
-    np.testing.assert_allclose([rmse, log_score, coverage],
-                               [got["RMSE (°F)"], got["log score"], got["95% coverage"]],
-                               rtol=1e-8)
-    assert rmse < 0.5 * sd          # far better than a constant guess
+    np.testing.assert_allclose(
+        [rmse, log_score, coverage],
+        [got["RMSE (°F)"], got["log score"], got["95% coverage"]],
+        rtol=1e-8,
+    )
+    assert rmse < 0.5 * sd  # far better than a constant guess
     assert 0.90 <= coverage <= 0.99
     # the full-data bound at the fit is far above the bound at the starting point
     kernel = kernels.RBF(ell, amp)
-    fitted = sparse.svgp_elbo(kernel, x, y, fit["svgp.inducing"], fit["svgp.u_loc"],
-                              fit["svgp.u_scale_tril"], noise)
+    fitted = sparse.svgp_elbo(
+        kernel, x, y, fit["svgp.inducing"], fit["svgp.u_loc"], fit["svgp.u_scale_tril"], noise
+    )
     m = len(fit["svgp.u_loc"])
-    start = sparse.svgp_elbo(kernels.RBF(np.array([5.0, 4.0]), 1.0), x, y,
-                             np.asarray(record["z_start"]), np.zeros(m),
-                             np.eye(m), 0.2)
+    start = sparse.svgp_elbo(
+        kernels.RBF(np.array([5.0, 4.0]), 1.0),
+        x,
+        y,
+        np.asarray(record["z_start"]),
+        np.zeros(m),
+        np.eye(m),
+        0.2,
+    )
     assert float(fitted) > float(start) + 0.1 * len(x)
 
 
@@ -108,4 +120,3 @@ def test_the_recorded_comparisons(record):
     assert all(later >= earlier for earlier, later in zip(bounds, bounds[1:]))
     assert exact - bounds[-1] < 1.0
     assert record["shard_gap"] <= 1e-10
-

@@ -27,7 +27,11 @@ FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 CALL = re.compile(r"^(pyrox_lite(?:\.\w+)+)\((.*)\)$")
 CONSTANT = re.compile(r"^(pyrox_lite(?:\.\w+)+) = (.+)$")
 # Names a documented default may use.
-NAMESPACE = {**{n: getattr(pyrox_lite, n) for n in pyrox_lite.__all__}, "constraints": constraints, "dist": dist}
+NAMESPACE = {
+    **{n: getattr(pyrox_lite, n) for n in pyrox_lite.__all__},
+    "constraints": constraints,
+    "dist": dist,
+}
 
 
 def page_text() -> str:
@@ -76,7 +80,9 @@ def resolve(qualified: str) -> tuple[object, object]:
     parent, obj = None, pyrox_lite
     for i, part in enumerate(parts[1:], start=2):
         if not hasattr(obj, part):
-            raise AssertionError(f"api.md documents {qualified}, but {'.'.join(parts[:i])} does not exist")
+            raise AssertionError(
+                f"api.md documents {qualified}, but {'.'.join(parts[:i])} does not exist"
+            )
         parent, obj = obj, getattr(obj, part)
     return obj, parent
 
@@ -92,8 +98,11 @@ def documented_parameters(args: str) -> list[tuple[str, inspect._ParameterKind, 
     positional = spec.posonlyargs + spec.args
     defaults = [None] * (len(positional) - len(spec.defaults)) + list(spec.defaults)
     for a, d in zip(positional, defaults):
-        kind = (inspect.Parameter.POSITIONAL_ONLY if a in spec.posonlyargs
-                else inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        kind = (
+            inspect.Parameter.POSITIONAL_ONLY
+            if a in spec.posonlyargs
+            else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
         out.append((a.arg, kind, None if d is None else ast.unparse(d)))
     if spec.vararg:
         out.append((spec.vararg.arg, inspect.Parameter.VAR_POSITIONAL, None))
@@ -137,7 +146,9 @@ def test_every_public_name_is_on_the_page(qualified: str) -> None:
     )
 
 
-@pytest.mark.parametrize("qualified,obj", [(q, o) for q, o in public_names() if not isinstance(o, types.ModuleType)])
+@pytest.mark.parametrize(
+    "qualified,obj", [(q, o) for q, o in public_names() if not isinstance(o, types.ModuleType)]
+)
 def test_every_public_object_has_an_entry(qualified: str, obj: object) -> None:
     documented = []
     for q, _, _ in entries():
@@ -152,7 +163,9 @@ def test_every_public_object_has_an_entry(qualified: str, obj: object) -> None:
 def test_entry_matches_the_package(qualified: str, kind: str, spec: str) -> None:
     obj, parent = resolve(qualified)
     if kind == "constant":
-        assert same_value(eval(spec, NAMESPACE), obj), f"api.md gives {qualified} = {spec}; it is {obj!r}"
+        assert same_value(eval(spec, NAMESPACE), obj), (
+            f"api.md gives {qualified} = {spec}; it is {obj!r}"
+        )
         return
     assert callable(obj), f"api.md documents {qualified}(...), but it is not callable"
     actual = actual_parameters(obj, parent)
@@ -176,7 +189,7 @@ def test_every_entry_says_what_it_is_for() -> None:
     for m in FENCE.finditer(text):
         if "pyrox_lite." not in m[1] or "jax.config" in m[1]:
             continue
-        rest = text[m.end():].lstrip("\n")
+        rest = text[m.end() :].lstrip("\n")
         paragraph = rest.split("\n\n", 1)[0].strip()
         assert paragraph and not paragraph.startswith(("```", "#", "(")), (
             f"no description after the block {m[1].strip().splitlines()[0]!r}"

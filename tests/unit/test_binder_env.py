@@ -55,7 +55,12 @@ def pyproject() -> dict:
 
 
 def key(req: Requirement) -> tuple:
-    return (canonicalize_name(req.name), req.specifier, frozenset(req.extras), str(req.marker or ""))
+    return (
+        canonicalize_name(req.name),
+        req.specifier,
+        frozenset(req.extras),
+        str(req.marker or ""),
+    )
 
 
 def runtime_requirements() -> list[Requirement]:
@@ -74,7 +79,9 @@ def binder_environment() -> dict:
 
 
 def binder_pip_entries() -> list[str]:
-    lists = [d["pip"] for d in binder_environment()["dependencies"] if isinstance(d, dict) and "pip" in d]
+    lists = [
+        d["pip"] for d in binder_environment()["dependencies"] if isinstance(d, dict) and "pip" in d
+    ]
     assert len(lists) == 1, "binder/environment.yml needs exactly one `pip:` list"
     return lists[0]
 
@@ -85,8 +92,11 @@ def binder_requirements() -> list[Requirement]:
 
 def code_cells(path: Path) -> list[str]:
     notebook = json.loads(path.read_text(encoding="utf-8"))
-    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in notebook["cells"] if c["cell_type"] == "code"]
+    return [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in notebook["cells"]
+        if c["cell_type"] == "code"
+    ]
 
 
 def imported_modules(source: str) -> set[str]:
@@ -157,7 +167,11 @@ def test_binder_requirement_is_a_reader_requirement(req: Requirement) -> None:
 
 def test_no_book_tools_or_node() -> None:
     names = {canonicalize_name(r.name) for r in binder_requirements()}
-    conda = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0] for d in binder_environment()["dependencies"] if isinstance(d, str)}
+    conda = {
+        re.split(r"[<>=!~ ]", d, maxsplit=1)[0]
+        for d in binder_environment()["dependencies"]
+        if isinstance(d, str)
+    }
     assert names & BOOK_BUILD_TOOLS == set()
     assert "nodejs" not in conda
 
@@ -171,9 +185,15 @@ def test_every_runtime_dependency_is_there() -> None:
 def test_post_build_installs_the_package() -> None:
     script = BINDER / "postBuild"
     text = script.read_text(encoding="utf-8")
-    assert text.startswith("#!/bin/bash\n") and os.access(script, os.X_OK), "postBuild: a bash script, executable"
-    assert re.search(r"^set -e", text, re.MULTILINE), "postBuild must stop at the first error (set -e)"
-    commands = [line for line in text.splitlines() if line.strip() and not line.startswith(("#", "set "))]
+    assert text.startswith("#!/bin/bash\n") and os.access(script, os.X_OK), (
+        "postBuild: a bash script, executable"
+    )
+    assert re.search(r"^set -e", text, re.MULTILINE), (
+        "postBuild must stop at the first error (set -e)"
+    )
+    commands = [
+        line for line in text.splitlines() if line.strip() and not line.startswith(("#", "set "))
+    ]
     assert commands == ["python -m pip install --no-deps --editable ."], commands
 
 
@@ -205,7 +225,8 @@ def uses_styler(source: str) -> bool:
     """Whether a cell reads ``.style`` of something other than matplotlib (``plt.style``)."""
     lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
     return any(
-        isinstance(node, ast.Attribute) and node.attr == "style"
+        isinstance(node, ast.Attribute)
+        and node.attr == "style"
         and not (isinstance(node.value, ast.Name) and node.value.id in {"plt", "mpl", "matplotlib"})
         for node in ast.walk(ast.parse("\n".join(lines)))
     )
@@ -215,7 +236,10 @@ def test_optional_dependencies_of_what_the_notebooks_use_are_declared() -> None:
     users = [p.name for p in NOTEBOOKS if any(uses_styler(c) for c in code_cells(p))]
     assert users, "no notebook uses DataFrame.style: drop jinja2 from OPTIONAL and the environments"
     need = OPTIONAL["pandas' DataFrame.style (a Styler)"]
-    for where, reqs in (("pyproject.toml", reader_requirements()), ("binder/environment.yml", binder_requirements())):
+    for where, reqs in (
+        ("pyproject.toml", reader_requirements()),
+        ("binder/environment.yml", binder_requirements()),
+    ):
         assert need in {canonicalize_name(r.name) for r in reqs}, (
             f"{', '.join(users)} use DataFrame.style, which needs {need}: declare it in {where}"
         )

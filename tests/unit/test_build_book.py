@@ -17,15 +17,34 @@ def test_toc_files_are_every_file_of_the_toc_in_order() -> None:
     toc = [
         {"file": "index.md"},
         {"title": "A", "children": [{"file": "nb/1.ipynb"}, {"file": "nb/2.ipynb"}]},
-        {"title": "B", "children": [{"file": "nb/3.ipynb"}, {"title": "C", "children": [{"file": "p.md"}]}]},
+        {
+            "title": "B",
+            "children": [{"file": "nb/3.ipynb"}, {"title": "C", "children": [{"file": "p.md"}]}],
+        },
         {"file": "api.md"},
     ]
-    assert build_book.toc_files({"project": {"toc": toc}}) == ["index.md", "nb/1.ipynb", "nb/2.ipynb", "nb/3.ipynb", "p.md", "api.md"]
+    assert build_book.toc_files({"project": {"toc": toc}}) == [
+        "index.md",
+        "nb/1.ipynb",
+        "nb/2.ipynb",
+        "nb/3.ipynb",
+        "p.md",
+        "api.md",
+    ]
 
 
 def notebook(folder: Path, *cells) -> Path:
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nb.cells = [nbformat.v4.new_markdown_cell(c[3:]) if c.startswith("md:") else nbformat.v4.new_code_cell(c) for c in cells]
+    nb = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        }
+    )
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(c[3:])
+        if c.startswith("md:")
+        else nbformat.v4.new_code_cell(c)
+        for c in cells
+    ]
     path = folder / "nb.ipynb"
     nbformat.write(nb, path)
     return path
@@ -33,35 +52,65 @@ def notebook(folder: Path, *cells) -> Path:
 
 def test_a_notebook_runs_in_its_folder_with_each_eval_evaluated_where_it_stands(tmp_path) -> None:
     src = notebook(
-        tmp_path, "import os\nx = 1", "md:x is {eval}`x`, formatted {eval}`f'{x:.2f}'`, cwd ``{eval}`os.getcwd()` ``",
-        "x = 2", "md:now {eval}`x`", "open('written.txt', 'w').write('ok')",
+        tmp_path,
+        "import os\nx = 1",
+        "md:x is {eval}`x`, formatted {eval}`f'{x:.2f}'`, cwd ``{eval}`os.getcwd()` ``",
+        "x = 2",
+        "md:now {eval}`x`",
+        "open('written.txt', 'w').write('ok')",
     )
     assert build_book.execute(src, tmp_path / "out" / "nb.ipynb") is None
     cells = nbformat.read(tmp_path / "out" / "nb.ipynb", as_version=4).cells
-    found = [{e["expression"]: e["result"]["data"]["text/plain"] for e in c.metadata.get("user_expressions", [])}
-             for c in cells if c.cell_type == "markdown"]
-    assert found == [{"x": "1", "f'{x:.2f}'": "'1.00'", "os.getcwd()": repr(str(tmp_path))}, {"x": "2"}]
+    found = [
+        {
+            e["expression"]: e["result"]["data"]["text/plain"]
+            for e in c.metadata.get("user_expressions", [])
+        }
+        for c in cells
+        if c.cell_type == "markdown"
+    ]
+    assert found == [
+        {"x": "1", "f'{x:.2f}'": "'1.00'", "os.getcwd()": repr(str(tmp_path))},
+        {"x": "2"},
+    ]
     assert (tmp_path / "written.txt").read_text() == "ok"
     assert all(c.get("outputs") is not None for c in cells if c.cell_type == "code")
 
 
 def test_a_cell_that_raises_stops_its_notebook_and_is_reported_with_its_traceback(tmp_path) -> None:
-    src = notebook(tmp_path, "def f(x):\n    raise ValueError(f'bad shape {x}')", "f(3)", "print('after')")
+    src = notebook(
+        tmp_path, "def f(x):\n    raise ValueError(f'bad shape {x}')", "f(3)", "print('after')"
+    )
     problem = build_book.execute(src, tmp_path / "out" / "nb.ipynb")
-    assert problem is not None and "ValueError: bad shape 3" in problem and "f(3)" in problem and "\x1b" not in problem
+    assert (
+        problem is not None
+        and "ValueError: bad shape 3" in problem
+        and "f(3)" in problem
+        and "\x1b" not in problem
+    )
     cells = nbformat.read(tmp_path / "out" / "nb.ipynb", as_version=4).cells
     assert [o["output_type"] for o in cells[1].outputs] == ["error"]  # the page shows the traceback
     assert cells[2].outputs == []
 
 
 def test_an_eval_that_raises_is_reported(tmp_path) -> None:
-    problem = build_book.execute(notebook(tmp_path, "x = 1", "md:{eval}`undefined_name`"), tmp_path / "out.ipynb")
+    problem = build_book.execute(
+        notebook(tmp_path, "x = 1", "md:{eval}`undefined_name`"), tmp_path / "out.ipynb"
+    )
     assert problem is not None and "NameError" in problem and "undefined_name" in problem
 
 
 def test_stage_links_every_file_but_the_executed_ones(tmp_path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
-    for name in ("myst.yml", "index.md", "docs/logo.svg", "notebooks/a.ipynb", "notebooks/b.ipynb", "notebooks/style", ".git/HEAD"):
+    for name in (
+        "myst.yml",
+        "index.md",
+        "docs/logo.svg",
+        "notebooks/a.ipynb",
+        "notebooks/b.ipynb",
+        "notebooks/style",
+        ".git/HEAD",
+    ):
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_text(name)
     dst.mkdir()
@@ -91,7 +140,10 @@ def test_theme_archive_is_unpacked_once(tmp_path, monkeypatch) -> None:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(fake_theme(tmp_path / "src" / "book-theme"), arcname="book-theme")
     folder = build_book.theme_folder(str(archive))
-    assert folder == tmp_path / "_build" / "theme" / "book-theme" and (folder / "template.yml").is_file()
+    assert (
+        folder == tmp_path / "_build" / "theme" / "book-theme"
+        and (folder / "template.yml").is_file()
+    )
     (folder / "marker").write_text("kept")
     assert build_book.theme_folder(str(archive)) == folder and (folder / "marker").is_file()
 
@@ -99,7 +151,14 @@ def test_theme_archive_is_unpacked_once(tmp_path, monkeypatch) -> None:
 @pytest.mark.parametrize("kind", ["empty folder", "not an archive", "archive without theme"])
 def test_theme_folder_rejects_what_is_not_a_theme(tmp_path, monkeypatch, kind) -> None:
     monkeypatch.setattr(build_book, "BUILD", tmp_path / "_build")
-    source = tmp_path / {"empty folder": "empty", "not an archive": "theme.zip", "archive without theme": "x.tar.gz"}[kind]
+    source = (
+        tmp_path
+        / {
+            "empty folder": "empty",
+            "not an archive": "theme.zip",
+            "archive without theme": "x.tar.gz",
+        }[kind]
+    )
     if kind == "empty folder":
         source.mkdir()
     elif kind == "not an archive":
@@ -116,12 +175,18 @@ def test_theme_folder_rejects_what_is_not_a_theme(tmp_path, monkeypatch, kind) -
 def test_closing_message_says_how_to_view_the_site(monkeypatch) -> None:
     monkeypatch.delenv("BASE_URL", raising=False)
     message = build_book.closing_message()
-    assert "make serve" in message and "http.server" in message and "open _build/html/index.html" not in message
+    assert (
+        "make serve" in message
+        and "http.server" in message
+        and "open _build/html/index.html" not in message
+    )
     monkeypatch.setenv("BASE_URL", "/pyrox-lite-book")
     assert "/pyrox-lite-book" in build_book.closing_message()
 
 
-def test_a_failed_build_exits_non_zero_and_says_why_in_its_verdict(tmp_path, monkeypatch, capsys) -> None:
+def test_a_failed_build_exits_non_zero_and_says_why_in_its_verdict(
+    tmp_path, monkeypatch, capsys
+) -> None:
     monkeypatch.setattr(build_book, "BUILD", tmp_path)
     monkeypatch.setattr(build_book, "VERDICT_FILE", tmp_path / "logs" / "build.json")
 
@@ -130,5 +195,8 @@ def test_a_failed_build_exits_non_zero_and_says_why_in_its_verdict(tmp_path, mon
 
     monkeypatch.setattr(build_book, "build", build)
     assert build_book.main() == 1
-    assert json.loads((tmp_path / "logs" / "build.json").read_text()) == {"html": False, "error": "07_x.ipynb: ValueError"}
+    assert json.loads((tmp_path / "logs" / "build.json").read_text()) == {
+        "html": False,
+        "error": "07_x.ipynb: ValueError",
+    }
     assert "error: 07_x.ipynb: ValueError" in capsys.readouterr().err

@@ -41,12 +41,16 @@ def citation() -> dict:
 
 def validator() -> jsonschema.Draft7Validator:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    return jsonschema.Draft7Validator(
+        schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    )
 
 
 def errors(document: dict) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
-            for e in validator().iter_errors(document)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+        for e in validator().iter_errors(document)
+    ]
 
 
 def myst_project() -> dict:
@@ -55,7 +59,9 @@ def myst_project() -> dict:
 
 def test_schema_is_the_official_copy() -> None:
     data = SCHEMA_PATH.read_bytes()
-    assert hashlib.sha256(data).hexdigest() == SCHEMA_SHA256, "tests/data/cff-1.2.0.schema.json was changed"
+    assert hashlib.sha256(data).hexdigest() == SCHEMA_SHA256, (
+        "tests/data/cff-1.2.0.schema.json was changed"
+    )
     assert json.loads(data)["$id"] == "https://citation-file-format.github.io/1.2.0/schema.json"
 
 

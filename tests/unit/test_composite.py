@@ -44,7 +44,9 @@ def central_difference(f, theta, rel_step=1e-4):
         h = rel_step * abs(theta[i])
         e = np.zeros_like(theta)
         e[i] = h
-        grad[i] = (f(theta - 2 * e) - 8 * f(theta - e) + 8 * f(theta + e) - f(theta + 2 * e)) / (12 * h)
+        grad[i] = (f(theta - 2 * e) - 8 * f(theta - e) + 8 * f(theta + e) - f(theta + 2 * e)) / (
+            12 * h
+        )
     return grad
 
 
@@ -56,8 +58,18 @@ def periodic_np(x1, x2, ell, p, amp):
     """The product over features of the one-feature periodic kernel, pair by pair."""
     a1, a2 = np.atleast_2d(x1.T).T, np.atleast_2d(x2.T).T
     return amp**2 * np.array(
-        [[np.prod([np.exp(-2.0 * np.sin(math.pi * (u - v) / p) ** 2 / ell**2) for u, v in zip(a, b)])
-          for b in a2] for a in a1]
+        [
+            [
+                np.prod(
+                    [
+                        np.exp(-2.0 * np.sin(math.pi * (u - v) / p) ** 2 / ell**2)
+                        for u, v in zip(a, b)
+                    ]
+                )
+                for b in a2
+            ]
+            for a in a1
+        ]
     )
 
 
@@ -133,7 +145,9 @@ def test_periodic_on_several_features_is_positive_semidefinite(rng):
     y = np.sin(x[:, 0]) + 0.1 * rng.normal(size=40)
     gram = np.asarray(kernels.periodic(x, x, 0.5, 1.7, 1.0))
     assert np.linalg.eigvalsh(gram).min() >= -40 * np.finfo(float).eps
-    prediction = predict(kernels.Periodic(0.5, 1.7, 1.0), x, y, rng.uniform(-3.0, 3.0, size=(50, 2)), 0.05)
+    prediction = predict(
+        kernels.Periodic(0.5, 1.7, 1.0), x, y, rng.uniform(-3.0, 3.0, size=(50, 2)), 0.05
+    )
     assert np.all(prediction.var_f >= 0.0)
 
 
@@ -159,7 +173,9 @@ def test_periodic_with_large_inputs(rng):
 def test_amplitude_none_is_a_unit_amplitude_without_a_leaf(make, rng):
     x = rng.normal(size=8)
     np.testing.assert_array_equal(make(None)(x, x), make(1.0)(x, x))
-    assert len(jax.tree_util.tree_leaves(make(None))) == len(jax.tree_util.tree_leaves(make(1.0))) - 1
+    assert (
+        len(jax.tree_util.tree_leaves(make(None))) == len(jax.tree_util.tree_leaves(make(1.0))) - 1
+    )
     assert not make(None).has_amplitude and make(1.0).has_amplitude
 
 
@@ -172,7 +188,17 @@ def test_parameterized_amplitude_none_registers_no_site():
 # ---------------------------------------------------------------------------
 # Sums and products against scikit-learn.
 
-THETA = {"l1": 2.0, "a1": 1.5, "l2": 0.8, "p": 1.3, "a2": 0.7, "l3": 5.0, "l4": 1.1, "alpha": 0.6, "a3": 0.4}
+THETA = {
+    "l1": 2.0,
+    "a1": 1.5,
+    "l2": 0.8,
+    "p": 1.3,
+    "a2": 0.7,
+    "l3": 5.0,
+    "l4": 1.1,
+    "alpha": 0.6,
+    "a3": 0.4,
+}
 
 
 def sklearn_composite(t=THETA):
@@ -197,18 +223,32 @@ def parameterized_composite(t=THETA, prior=None):
 
     return (
         gp.RBF(lengthscale=param(t["l1"]), amplitude=param(t["a1"]), pyrox_name="trend")
-        + gp.Periodic(lengthscale=param(t["l2"]), period=param(t["p"]), amplitude=param(t["a2"]),
-                      pyrox_name="seasonal")
+        + gp.Periodic(
+            lengthscale=param(t["l2"]),
+            period=param(t["p"]),
+            amplitude=param(t["a2"]),
+            pyrox_name="seasonal",
+        )
         * gp.RBF(lengthscale=param(t["l3"]), amplitude=None, pyrox_name="decay")
-        + gp.RationalQuadratic(lengthscale=param(t["l4"]), alpha=param(t["alpha"]),
-                               amplitude=param(t["a3"]), pyrox_name="medium")
+        + gp.RationalQuadratic(
+            lengthscale=param(t["l4"]),
+            alpha=param(t["alpha"]),
+            amplitude=param(t["a3"]),
+            pyrox_name="medium",
+        )
     )
 
 
 SITES = {
-    "trend.lengthscale": "l1", "trend.amplitude": "a1", "seasonal.lengthscale": "l2",
-    "seasonal.period": "p", "seasonal.amplitude": "a2", "decay.lengthscale": "l3",
-    "medium.lengthscale": "l4", "medium.alpha": "alpha", "medium.amplitude": "a3",
+    "trend.lengthscale": "l1",
+    "trend.amplitude": "a1",
+    "seasonal.lengthscale": "l2",
+    "seasonal.period": "p",
+    "seasonal.amplitude": "a2",
+    "decay.lengthscale": "l3",
+    "medium.lengthscale": "l4",
+    "medium.alpha": "alpha",
+    "medium.amplitude": "a3",
 }
 
 
@@ -235,7 +275,11 @@ def test_two_kernel_sum_and_product_match_scikit_learn(op, rng):
 def test_composite_kernels_are_modules_of_their_family():
     plain, param = plain_composite(), parameterized_composite()
     assert isinstance(plain, kernels.Sum) and isinstance(param, gp.Sum)
-    assert [type(k) for k in plain.parts] == [kernels.RBF, kernels.Product, kernels.RationalQuadratic]
+    assert [type(k) for k in plain.parts] == [
+        kernels.RBF,
+        kernels.Product,
+        kernels.RationalQuadratic,
+    ]
     assert [type(k) for k in param.parts] == [gp.RBF, gp.Product, gp.RationalQuadratic]
     assert len(plain.parts[1].parts) == len(param.parts[1].parts) == 2
 
@@ -317,10 +361,12 @@ def test_gradient_of_the_log_marginal_through_a_composite(rng):
 
 
 def test_gradient_at_coincident_inputs_is_finite_and_zero():
-    for fn in (lambda a, b: kernels.periodic(a, b, 0.8, 1.3, 1.1),
-               lambda a, b: kernels.rational_quadratic(a, b, 0.8, 0.7, 1.1)):
+    for fn in (
+        lambda a, b: kernels.periodic(a, b, 0.8, 1.3, 1.1),
+        lambda a, b: kernels.rational_quadratic(a, b, 0.8, 0.7, 1.1),
+    ):
         for x0 in (jnp.array([0.3]), jnp.array([[0.3, -1.2]])):
-            g = jax.jit(jax.grad(lambda a, b: fn(a, b)[0, 0]))(x0, x0)
+            g = jax.jit(jax.grad(lambda a, b, fn=fn: fn(a, b)[0, 0]))(x0, x0)
             np.testing.assert_allclose(g, np.zeros_like(x0), atol=1e-14)
 
 
@@ -332,21 +378,32 @@ def test_exact_gp_log_joint_matches_scipy_and_scikit_learn(rng):
     x = np.sort(rng.uniform(0.0, 5.0, 25))
     y = np.cos(2 * math.pi * x) + 0.1 * rng.normal(size=25)
     prior = lambda v: dist.LogNormal(math.log(v), 0.5)  # noqa: E731
-    model = gp.ExactGP(parameterized_composite(prior=prior),
-                       noise=PyroxParam(0.1, prior=dist.LogNormal(math.log(0.1), 0.5)), pyrox_name="gp")
+    model = gp.ExactGP(
+        parameterized_composite(prior=prior),
+        noise=PyroxParam(0.1, prior=dist.LogNormal(math.log(0.1), 0.5)),
+        pyrox_name="gp",
+    )
     theta = {**{s: THETA[k] * 1.1 for s, k in SITES.items()}, "gp.noise": 0.12}
     kernel = sklearn_composite({k: theta[s] for s, k in SITES.items()}) + sk.WhiteKernel(0.12**2)
-    lml = GaussianProcessRegressor(kernel, alpha=JITTER, optimizer=None).fit(col(x), y).log_marginal_likelihood_value_
+    lml = (
+        GaussianProcessRegressor(kernel, alpha=JITTER, optimizer=None)
+        .fit(col(x), y)
+        .log_marginal_likelihood_value_
+    )
     base = {**{s: THETA[k] for s, k in SITES.items()}, "gp.noise": 0.1}
     log_prior = sum(lognorm.logpdf(theta[s], s=0.5, scale=base[s]) for s in theta)
-    np.testing.assert_allclose(log_density(model, (x, y), {}, theta)[0], lml + log_prior, rtol=1e-10)
+    np.testing.assert_allclose(
+        log_density(model, (x, y), {}, theta)[0], lml + log_prior, rtol=1e-10
+    )
 
 
 def test_predict_with_a_composite_matches_scikit_learn(rng):
     x = np.sort(rng.uniform(0.0, 5.0, 25))
     y = np.cos(2 * math.pi * x) + 0.1 * rng.normal(size=25)
     x_test = np.linspace(-1.0, 6.0, 9)
-    gpr = GaussianProcessRegressor(sklearn_composite(), alpha=0.1**2 + JITTER, optimizer=None).fit(col(x), y)
+    gpr = GaussianProcessRegressor(sklearn_composite(), alpha=0.1**2 + JITTER, optimizer=None).fit(
+        col(x), y
+    )
     mean, sd = gpr.predict(col(x_test), return_std=True)
     for kernel in (plain_composite(), parameterized_composite()):
         got = predict(kernel, x, y, x_test, 0.1)
@@ -379,7 +436,10 @@ def test_two_unnamed_kernels_of_one_class_clash_and_naming_them_fixes_it():
 @pytest.mark.parametrize("family", ["plain", "parameterized"])
 def test_product_allows_an_amplitude_on_the_first_factor_only(family):
     if family == "plain":
-        with_amp, without = (lambda: kernels.RBF(1.0, 1.0)), (lambda: kernels.Periodic(1.0, 1.0, None))
+        with_amp, without = (
+            (lambda: kernels.RBF(1.0, 1.0)),
+            (lambda: kernels.Periodic(1.0, 1.0, None)),
+        )
     else:
         with_amp = lambda: gp.RBF(pyrox_name="r")  # noqa: E731
         without = lambda: gp.Periodic(amplitude=None, pyrox_name="p")  # noqa: E731
@@ -419,7 +479,10 @@ def test_families_do_not_mix_and_non_kernels_are_refused():
         (lambda: kernels.Periodic(-1.0, 1.0, 1.0), "lengthscale"),
         (lambda: kernels.RationalQuadratic(1.0, -0.5, 1.0), "alpha"),
         (lambda: kernels.RationalQuadratic(1.0, 1.0, 0.0), "amplitude"),
-        (lambda: gp.Periodic(period=PyroxParam(-1.0, constraint=dist.constraints.positive)), "period"),
+        (
+            lambda: gp.Periodic(period=PyroxParam(-1.0, constraint=dist.constraints.positive)),
+            "period",
+        ),
     ],
 )
 def test_non_positive_hyperparameters_are_refused(make, message):

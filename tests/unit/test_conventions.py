@@ -41,7 +41,10 @@ def hooks() -> list[dict]:
 def test_every_hook_is_local_and_its_tool_installed() -> None:
     found = hooks()
     assert {hook["id"] for _, hook in found} == {
-        "ruff-check", "ruff-format", "nbstripout", "actionlint",
+        "ruff-check",
+        "ruff-format",
+        "nbstripout",
+        "actionlint",
     }
     for repo, hook in found:
         assert repo == "local", f"hook {hook['id']} would be downloaded from {repo}"

@@ -39,20 +39,23 @@ MAUNA_LOA = next(c for c in run.CHAPTERS if c.key == "mauna_loa")
 
 # -- synthetic draws ------------------------------------------------------------------------
 
+
 def normal_draws(mean=1.0, sd=0.2, chains=4, draws=1000, seed=0):
     return {"a": np.random.default_rng(seed).normal(mean, sd, size=(chains, draws))}
 
 
 def test_one_distribution_agrees() -> None:
-    rows = compare.compare(compare.summarise(normal_draws(seed=1)),
-                           compare.summarise(normal_draws(seed=2)))
+    rows = compare.compare(
+        compare.summarise(normal_draws(seed=1)), compare.summarise(normal_draws(seed=2))
+    )
     assert compare.disagreements("toy", "toy.nc", rows) == []
     assert abs(rows["a"]["z_mean"]) < 4 and 0.9 < rows["a"]["sd_ratio"] < 1.1
 
 
 def test_shifted_mean_fails_naming_chapter_parameter_and_numbers() -> None:
-    rows = compare.compare(compare.summarise(normal_draws(mean=1.05, seed=1)),
-                           compare.summarise(normal_draws(seed=2)))
+    rows = compare.compare(
+        compare.summarise(normal_draws(mean=1.05, seed=1)), compare.summarise(normal_draws(seed=2))
+    )
     failed = compare.disagreements("toy", "toy.nc", rows)
     means = [f for f in failed if "means differ" in f]
     assert len(means) == 1, failed
@@ -62,8 +65,9 @@ def test_shifted_mean_fails_naming_chapter_parameter_and_numbers() -> None:
 
 
 def test_wider_posterior_fails_on_the_sd_ratio() -> None:
-    rows = compare.compare(compare.summarise(normal_draws(sd=0.24, seed=1)),
-                           compare.summarise(normal_draws(seed=2)))
+    rows = compare.compare(
+        compare.summarise(normal_draws(sd=0.24, seed=1)), compare.summarise(normal_draws(seed=2))
+    )
     failed = compare.disagreements("toy", "toy.nc", rows)
     assert any(f.startswith("toy (toy.nc), a: sd ratio Stan/book = 1.2") for f in failed), failed
     assert any("5% quantiles differ" in f for f in failed), failed
@@ -80,7 +84,7 @@ def test_bad_draws_are_refused() -> None:
 
 def test_stan_diagnostics_fail() -> None:
     draws = normal_draws(chains=4, draws=200)
-    draws["a"][0] += 1.0                                   # one chain elsewhere
+    draws["a"][0] += 1.0  # one chain elsewhere
     summary = compare.summarise(draws)
     rng = np.random.default_rng(3)
     energy = np.cumsum(rng.normal(size=(4, 200)), axis=1)  # a random walk: low E-BFMI
@@ -93,6 +97,7 @@ def test_stan_diagnostics_fail() -> None:
 
 
 # -- stored draws of planted mistakes ---------------------------------------------------------
+
 
 def stored(stem: str) -> dict[str, np.ndarray]:
     with np.load(DATA / f"{stem}.npz") as f:
@@ -108,7 +113,7 @@ def book() -> dict:
 
 def comparison_failures(stem: str) -> list[str]:
     _, failed = run.assess(MAUNA_LOA, stored(stem), book())
-    return [f for f in failed if "Stan's" not in f]        # the comparisons, not diagnostics
+    return [f for f in failed if "Stan's" not in f]  # the comparisons, not diagnostics
 
 
 def test_mauna_loa_program_agrees_with_the_chapter() -> None:
@@ -142,6 +147,7 @@ def test_plant_changes_the_current_program(plant, tmp_path) -> None:
 def test_crosscheck_exits_nonzero_listing_the_disagreement(monkeypatch, tmp_path, capsys) -> None:
     """`make crosscheck` with a planted mistake: exit status 1, the message on stderr, the
     failure in the results file."""
+
     def planted_run(chapter, *args, **kwargs):
         return run.assess(chapter, stored("mauna_loa_wrong_prior"), book())
 
@@ -167,11 +173,15 @@ def test_crosscheck_skips_without_a_compiler(monkeypatch, tmp_path, capsys) -> N
 
 # -- the committed results and the page -------------------------------------------------------
 
+
 def test_committed_results_cover_every_chapter_and_pass() -> None:
     """Every chapter whose notebook is in the book has results, and they passed."""
     results = json.loads(RESULTS.read_text())
-    in_book = {c.key for c in run.CHAPTERS
-               if all((ROOT / "notebooks" / nb).exists() for nb in c.notebook.split())}
+    in_book = {
+        c.key
+        for c in run.CHAPTERS
+        if all((ROOT / "notebooks" / nb).exists() for nb in c.notebook.split())
+    }
     assert in_book <= set(results["chapters"]) <= {c.key for c in run.CHAPTERS}
     assert results["passed"] is True and results["failures"] == []
     for key, chapter in results["chapters"].items():
@@ -187,11 +197,17 @@ def test_committed_planted_runs_failed(plant) -> None:
     """The planted runs the page shows were runs of the current mistake, and failed."""
     saved = json.loads((ROOT / "crosscheck" / f"planted_{plant}.json").read_text())
     key, old, new, why = run.PLANTS[plant]
-    assert saved["plant"] == {"name": plant, "chapter": key, "description": why,
-                              "replaced": old, "by": new}
+    assert saved["plant"] == {
+        "name": plant,
+        "chapter": key,
+        "description": why,
+        "replaced": old,
+        "by": new,
+    }
     assert saved["passed"] is False
-    assert any(f.startswith(f"{key} ({key}.nc), ") and "differ by z" in f
-               for f in saved["failures"])
+    assert any(
+        f.startswith(f"{key} ({key}.nc), ") and "differ by z" in f for f in saved["failures"]
+    )
 
 
 def test_page_renders_the_results() -> None:
@@ -199,8 +215,12 @@ def test_page_renders_the_results() -> None:
     from nbclient import NotebookClient
 
     nb = nbformat.read(ROOT / "notebooks" / "10_verification.ipynb", as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
     shown = json.dumps([c.get("outputs", []) for c in nb.cells])
     results = json.loads(RESULTS.read_text())
     assert results["created"] in shown
@@ -208,20 +228,24 @@ def test_page_renders_the_results() -> None:
         for comp in chapter["comparisons"].values():
             for name, row in comp["parameters"].items():
                 assert name in shown and f"{row['z_mean']:+.2f}" in shown
-    assert "trend.amplitude: means differ by z" in shown         # the planted prior
+    assert "trend.amplitude: means differ by z" in shown  # the planted prior
 
 
 # -- the data each Stan program is given ------------------------------------------------------
 
+
 def fake_artifact(x, y):
-    return az.from_dict(posterior={"a": np.zeros((1, 2))}, constant_data={"x": np.asarray(x)},
-                        observed_data={"y": np.asarray(y)})
+    return az.from_dict(
+        posterior={"a": np.zeros((1, 2))},
+        constant_data={"x": np.asarray(x)},
+        observed_data={"y": np.asarray(y)},
+    )
 
 
 def test_latent_data_are_the_pages_and_nothing_else() -> None:
     x, y = run.COAL_YEARS[run.COAL_TRAIN], np.asarray(run.COAL_COUNTS)[run.COAL_TRAIN]
     data, _ = run.latent_data(fake_artifact(x, y))
-    assert data["N"] == len(x) == 83 and data["y"][:3] == [4, 5, 1]   # 1853 held out
+    assert data["N"] == len(x) == 83 and data["y"][:3] == [4, 5, 1]  # 1853 held out
     assert run.latent_names()["gp.f@1960"] == "f.83"
     with pytest.raises(SystemExit, match="latent_gp"):
         run.latent_data(fake_artifact(x, y + 1))
@@ -234,4 +258,4 @@ def test_mauna_loa_data_must_be_the_chapters() -> None:
     data, facts = run.mauna_loa_data(fake_artifact(t[train], y))
     assert data["N"] == 120 and abs(data["ppm"] * facts["sd"] - 1) < 1e-12
     with pytest.raises(SystemExit, match="mauna_loa"):
-        run.mauna_loa_data(fake_artifact(t[train], y * 1.01))   # another scaling
+        run.mauna_loa_data(fake_artifact(t[train], y * 1.01))  # another scaling

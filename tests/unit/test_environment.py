@@ -31,7 +31,12 @@ def environment() -> dict:
 
 def key(req: Requirement) -> tuple:
     """What two requirement strings must share to ask for the same thing."""
-    return (canonicalize_name(req.name), req.specifier, frozenset(req.extras), str(req.marker or ""))
+    return (
+        canonicalize_name(req.name),
+        req.specifier,
+        frozenset(req.extras),
+        str(req.marker or ""),
+    )
 
 
 def pyproject_requirements() -> list[Requirement]:
@@ -39,7 +44,9 @@ def pyproject_requirements() -> list[Requirement]:
     own = canonicalize_name(project["name"])
     groups = [project.get("dependencies", []), *project.get("optional-dependencies", {}).values()]
     reqs = [Requirement(r) for group in groups for r in group]
-    return [r for r in reqs if canonicalize_name(r.name) != own]  # an extra may name the project itself
+    return [
+        r for r in reqs if canonicalize_name(r.name) != own
+    ]  # an extra may name the project itself
 
 
 def conda_entries() -> list[str]:
@@ -62,12 +69,16 @@ def test_python_is_pinned_to_3_11() -> None:
 
 def test_installs_this_package() -> None:
     editable = [e for e in pip_entries() if e.startswith(("-e", "--editable"))]
-    assert [e.split()[-1] for e in editable] == ["."], f"expected one `-e .` pip entry; got {editable}"
+    assert [e.split()[-1] for e in editable] == ["."], (
+        f"expected one `-e .` pip entry; got {editable}"
+    )
 
 
 def test_conda_level_holds_only_the_tools() -> None:
     names = {re.split(r"[<>=!~ ]", e, maxsplit=1)[0] for e in conda_entries()}
-    assert names <= CONDA_ONLY, f"install {sorted(names - CONDA_ONLY)} through pyproject.toml and the pip list"
+    assert names <= CONDA_ONLY, (
+        f"install {sorted(names - CONDA_ONLY)} through pyproject.toml and the pip list"
+    )
     assert "pip" in names
 
 

@@ -55,7 +55,12 @@ def fit_predict(x, y, x_test):
 BAD_DATA = {
     # name: (x, y, x_test, message)
     "x-y-lengths": (X, Y[:5], X, r"same length; got 6 inputs and 5 targets"),
-    "x-rank-3": (X[:, None, None], Y, X, r"`x` must have shape \(N,\) or \(N, D\); got shape \(6, 1, 1\)"),
+    "x-rank-3": (
+        X[:, None, None],
+        Y,
+        X,
+        r"`x` must have shape \(N,\) or \(N, D\); got shape \(6, 1, 1\)",
+    ),
     "x-rank-0": (np.float64(1.0), Y, X, r"`x` must have shape \(N,\) or \(N, D\); got shape \(\)"),
     "y-column": (X, Y[:, None], X, r"`y` must have shape \(N,\); got shape \(6, 1\)"),
     "x-nan": (with_nan(X), Y, X, r"`x` contains 1 NaN or infinite"),
@@ -72,7 +77,12 @@ BAD_TEST_INPUTS = {
         np.ones((4, 2)),
         r"`x_test` must have the same number of features as `x`; got 2 and 1",
     ),
-    "x-features": (np.ones((6, 3)), Y, np.ones((4, 2)), r"same number of features as `x`; got 2 and 3"),
+    "x-features": (
+        np.ones((6, 3)),
+        Y,
+        np.ones((4, 2)),
+        r"same number of features as `x`; got 2 and 3",
+    ),
 }
 
 
@@ -88,7 +98,9 @@ def test_bad_training_data(x, y, x_test, message):
         fit_predict(x, y, x_test)
 
 
-@pytest.mark.parametrize("x, y, x_test, message", BAD_TEST_INPUTS.values(), ids=BAD_TEST_INPUTS.keys())
+@pytest.mark.parametrize(
+    "x, y, x_test, message", BAD_TEST_INPUTS.values(), ids=BAD_TEST_INPUTS.keys()
+)
 def test_bad_test_inputs(x, y, x_test, message):
     with pytest.raises(ValueError, match=message):
         exact_gp().predict(x, y, x_test)
@@ -117,9 +129,13 @@ def test_errors_come_before_nuts_runs():
 
 @pytest.mark.parametrize("fn", [kernels.rbf, kernels.matern32, kernels.matern52])
 def test_kernel_input_shapes(fn):
-    with pytest.raises(ValueError, match=r"`x1` must have shape \(N,\) or \(N, D\); got shape \(2, 2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"`x1` must have shape \(N,\) or \(N, D\); got shape \(2, 2, 2\)"
+    ):
         fn(np.ones((2, 2, 2)), np.ones((3, 2)), 1.0, 1.0)
-    with pytest.raises(ValueError, match=r"`x2` must have shape \(N,\) or \(N, D\); got shape \(\)"):
+    with pytest.raises(
+        ValueError, match=r"`x2` must have shape \(N,\) or \(N, D\); got shape \(\)"
+    ):
         fn(np.ones(3), np.float64(1.0), 1.0, 1.0)
     with pytest.raises(ValueError, match=r"same number of features; got 2 and 3"):
         fn(np.ones((4, 2)), np.ones((5, 3)), 1.0, 1.0)
@@ -144,7 +160,9 @@ def test_gram_and_covariance_shapes():
         gp_log_marginal(Y, np.eye(5))
     with pytest.raises(ValueError, match=r"`cov` must have shape"):
         gp_log_marginal(Y, np.ones(6))
-    with pytest.raises(ValueError, match=r"observations must have 6 entries, one per row of `gram`"):
+    with pytest.raises(
+        ValueError, match=r"observations must have 6 entries, one per row of `gram`"
+    ):
         GPMarginal(np.eye(6), 0.1).log_prob(Y[:5])
     with pytest.raises(ValueError, match=r"`y` contains 1 NaN"):
         GPMarginal(np.eye(6), 0.1).log_prob(np.where(np.arange(6) == 2, np.nan, 1.0))
@@ -174,19 +192,26 @@ NOT_POSITIVE = {
 @pytest.mark.parametrize("kernel", [gp.RBF, gp.Matern32, gp.Matern52])
 def test_pyrox_param_init_outside_its_support(kernel, make):
     with pytest.raises(
-        ValueError, match=r"Parameter 'lengthscale': init value -1\.0 is outside its support Positive"
+        ValueError,
+        match=r"Parameter 'lengthscale': init value -1\.0 is outside its support Positive",
     ):
         kernel(lengthscale=make(-1.0))
-    with pytest.raises(ValueError, match=r"Parameter 'amplitude': init value 0\.0 is outside its support"):
+    with pytest.raises(
+        ValueError, match=r"Parameter 'amplitude': init value 0\.0 is outside its support"
+    ):
         kernel(amplitude=make(0.0))
-    with pytest.raises(ValueError, match=r"Parameter 'noise': init value -0\.1 is outside its support"):
+    with pytest.raises(
+        ValueError, match=r"Parameter 'noise': init value -0\.1 is outside its support"
+    ):
         gp.ExactGP(kernel(), noise=make(-0.1))
     with pytest.raises(ValueError, match=r"Parameter 'lengthscale': init value nan is not finite"):
         kernel(lengthscale=make(np.nan))
 
 
 def test_unknown_parameter_name():
-    message = r"RBF has no parameter 'lenghtscale'; its parameters are \['lengthscale', 'amplitude'\]"
+    message = (
+        r"RBF has no parameter 'lenghtscale'; its parameters are \['lengthscale', 'amplitude'\]"
+    )
     with pytest.raises(ValueError, match=message):
         gp.RBF().get_param("lenghtscale")
     with pytest.raises(ValueError, match=r"ExactGP has no parameter 'kernel'"):
@@ -219,7 +244,9 @@ def test_two_modules_claim_one_site_in_one_call():
     with pytest.raises(ValueError, match=message):
         handlers.seed(model, rng_seed=0)(X, X)
     # Distinct names fix it.
-    handlers.seed(SumOfTwo(SampledRBF(pyrox_name="a"), SampledRBF(pyrox_name="b")), rng_seed=0)(X, X)
+    handlers.seed(SumOfTwo(SampledRBF(pyrox_name="a"), SampledRBF(pyrox_name="b")), rng_seed=0)(
+        X, X
+    )
 
 
 def test_parameterized_site_names_clash_at_construction():
@@ -252,7 +279,9 @@ def test_exact_gp_site_names_clash_at_construction():
 
 
 def test_pyrox_sample_needs_a_handler():
-    with pytest.raises(RuntimeError, match=r"pyrox_sample\('lengthscale'\) needs a NumPyro handler"):
+    with pytest.raises(
+        RuntimeError, match=r"pyrox_sample\('lengthscale'\) needs a NumPyro handler"
+    ):
         SampledRBF()(X, X)
 
 
@@ -391,7 +420,9 @@ WRONG_SUPPORT = {
     "cauchy-prior": dict(prior=dist.Cauchy(0.0, 1.0)),
     "negative-uniform": dict(prior=dist.Uniform(-1.0, 0.0)),
     "poisson-includes-zero": dict(prior=dist.Poisson(2.0)),
-    "normal-prior-with-positive-constraint": dict(prior=dist.Normal(0.0, 1.0), constraint=constraints.positive),
+    "normal-prior-with-positive-constraint": dict(
+        prior=dist.Normal(0.0, 1.0), constraint=constraints.positive
+    ),
     "real-constraint": dict(constraint=constraints.real),
     "vector-normal": dict(prior=dist.Normal(0.0, 1.0).expand([2]).to_event(1)),
 }
@@ -404,10 +435,13 @@ def test_support_outside_the_domain_is_an_error(kernel, kwargs):
     what = "prior" if "prior" in kwargs else "constraint"
     for name in ("lengthscale", "amplitude"):
         with pytest.raises(
-            ValueError, match=rf"Parameter '{name}': its {what} has support .* outside the parameter's domain Positive"
+            ValueError,
+            match=rf"Parameter '{name}': its {what} has support .* outside the parameter's domain Positive",
         ):
             kernel(**{name: PyroxParam(init, **kwargs)})
-    with pytest.raises(ValueError, match=r"Parameter 'noise': its .* outside the parameter's domain"):
+    with pytest.raises(
+        ValueError, match=r"Parameter 'noise': its .* outside the parameter's domain"
+    ):
         gp.ExactGP(kernel(), noise=PyroxParam(init, **kwargs))
 
 
@@ -437,9 +471,14 @@ def test_support_inside_the_domain_is_accepted(prior):
 def test_a_value_without_prior_or_constraint_takes_the_domain():
     """PyroxParam(init) in a positive field is a positive parameter: its init is checked
     against the domain, and its numpyro.param site is constrained to it."""
-    with pytest.raises(ValueError, match=r"Parameter 'lengthscale': init value -1\.0 is outside its support Positive"):
+    with pytest.raises(
+        ValueError,
+        match=r"Parameter 'lengthscale': init value -1\.0 is outside its support Positive",
+    ):
         gp.RBF(lengthscale=PyroxParam(-1.0))
-    trace = handlers.trace(handlers.seed(gp.RBF(lengthscale=PyroxParam(0.5)), rng_seed=0)).get_trace(X, X)
+    trace = handlers.trace(
+        handlers.seed(gp.RBF(lengthscale=PyroxParam(0.5)), rng_seed=0)
+    ).get_trace(X, X)
     assert trace["rbf.lengthscale"]["kwargs"]["constraint"] is constraints.positive
 
 
@@ -452,7 +491,10 @@ def test_the_domain_comes_from_the_field():
         scale: PyroxParam = pyrox_lite.param_field(1.0)
         free: PyroxParam = eqx.field(default_factory=lambda: PyroxParam(0.0))
 
-    Shifted(shift=PyroxParam(-3.0, prior=dist.Normal(0.0, 1.0)), free=PyroxParam(-1.0, prior=dist.Normal()))
+    Shifted(
+        shift=PyroxParam(-3.0, prior=dist.Normal(0.0, 1.0)),
+        free=PyroxParam(-1.0, prior=dist.Normal()),
+    )
     with pytest.raises(ValueError, match=r"Parameter 'scale': its prior has support Real\(\)"):
         Shifted(scale=PyroxParam(1.0, prior=dist.Normal(0.0, 1.0)))
     assert Shifted().scale.constraint is constraints.positive
@@ -515,13 +557,17 @@ def test_values_put_by_tree_at_are_checked(where, value, message):
     with pytest.raises(ValueError, match=message):
         handlers.seed(model, rng_seed=0)(X, Y)
     with pytest.raises(ValueError, match=message):
-        MCMC(NUTS(model), num_warmup=5, num_samples=5, progress_bar=False).run(jax.random.key(0), X, Y)
+        MCMC(NUTS(model), num_warmup=5, num_samples=5, progress_bar=False).run(
+            jax.random.key(0), X, Y
+        )
     with pytest.raises(ValueError, match=message):
         model.predict(X, Y, X)  # outside any handler: the init values, checked as well
 
 
 def test_plain_kernel_leaves_put_by_tree_at_are_checked():
-    kernel = eqx.tree_at(lambda k: k.parts[1].lengthscale, kernels.RBF(1.0, 1.0) + kernels.RBF(2.0, 1.0), -1.0)
+    kernel = eqx.tree_at(
+        lambda k: k.parts[1].lengthscale, kernels.RBF(1.0, 1.0) + kernels.RBF(2.0, 1.0), -1.0
+    )
     with pytest.raises(ValueError, match=r"`lengthscale` must be positive; got -1\.0"):
         kernel(X, X)
     with pytest.raises(ValueError, match=r"`lengthscale` must be positive"):
@@ -552,7 +598,9 @@ def test_predict_after_the_model_call_in_one_model_names_one_call():
         model(x, y)
         return model.predict(x, y, x)
 
-    with pytest.raises(AssertionError, match=r"'rbf\.lengthscale' is registered twice.*pyrox_lite\.one_call\(\)"):
+    with pytest.raises(
+        AssertionError, match=r"'rbf\.lengthscale' is registered twice.*pyrox_lite\.one_call\(\)"
+    ):
         handlers.trace(handlers.seed(fit_and_predict, rng_seed=0)).get_trace(X, Y)
 
     def as_one_call(x, y):
@@ -568,7 +616,9 @@ def test_predict_after_the_model_call_in_one_model_names_one_call():
 
 
 def test_a_prior_draw_outside_any_handler_names_the_handler():
-    with pytest.raises(RuntimeError, match=r"ExactGP\(x\) without y needs a NumPyro handler.*handlers\.seed"):
+    with pytest.raises(
+        RuntimeError, match=r"ExactGP\(x\) without y needs a NumPyro handler.*handlers\.seed"
+    ):
         exact_gp()(X)
 
 
@@ -581,7 +631,9 @@ BOUNDARY = {
 @pytest.mark.parametrize("param", BOUNDARY.values(), ids=BOUNDARY.keys())
 def test_an_init_on_the_boundary_of_the_domain(param):
     """0 is in the support of these, but no lengthscale: the Gram matrix would be NaN."""
-    with pytest.raises(ValueError, match=r"'lengthscale': init value 0\.0 is outside its domain Positive.*positive"):
+    with pytest.raises(
+        ValueError, match=r"'lengthscale': init value 0\.0 is outside its domain Positive.*positive"
+    ):
         gp.RBF(lengthscale=param)
 
 
@@ -589,7 +641,9 @@ def test_the_hint_names_the_domain():
     class Mixture(Parameterized):
         weight: PyroxParam = pyrox_lite.param_field(0.5, domain=constraints.unit_interval)
 
-    with pytest.raises(ValueError, match=r"init value 2\.0 is outside its support UnitInterval") as error:
+    with pytest.raises(
+        ValueError, match=r"init value 2\.0 is outside its support UnitInterval"
+    ) as error:
         Mixture(weight=PyroxParam(2.0))
     assert "a value in UnitInterval(lower_bound=0.0, upper_bound=1.0)" in str(error.value)
     assert "positive" not in str(error.value)

@@ -14,7 +14,7 @@ and with the likelihood used twice in one trace.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -30,7 +30,16 @@ from numpyro.infer import MCMC, NUTS, init_to_value
 from numpyro.infer.autoguide import AutoLaplaceApproximation
 from numpyro.infer.util import potential_energy
 
-from pyrox_lite import JITTER, GPMarginal, PyroxModule, PyroxParam, gp, gp_log_marginal, kernels, pyrox_method
+from pyrox_lite import (
+    JITTER,
+    GPMarginal,
+    PyroxModule,
+    PyroxParam,
+    gp,
+    gp_log_marginal,
+    kernels,
+    pyrox_method,
+)
 
 jax.config.update("jax_enable_x64", True)
 
@@ -50,7 +59,9 @@ def assert_rel(got, want, rtol: float = RTOL, what: str = "") -> None:
     assert err <= rtol * scale, f"{what}: relative error {err / scale:.2e} exceeds {rtol:.0e}"
 
 
-def central_difference(f: Callable[[np.ndarray], float], x: np.ndarray, step: np.ndarray) -> np.ndarray:
+def central_difference(
+    f: Callable[[np.ndarray], float], x: np.ndarray, step: np.ndarray
+) -> np.ndarray:
     """Gradient of ``f`` at ``x`` by the fourth-order five-point stencil, one coordinate at a time.
 
     The truncation error is ``O(step**4)``; with ``step`` about 1e-3 of the scale of ``x``
@@ -61,7 +72,9 @@ def central_difference(f: Callable[[np.ndarray], float], x: np.ndarray, step: np
     for i in range(x.size):
         e = np.zeros_like(x)
         e.flat[i] = step.flat[i]
-        grad.flat[i] = (f(x - 2 * e) - 8 * f(x - e) + 8 * f(x + e) - f(x + 2 * e)) / (12 * step.flat[i])
+        grad.flat[i] = (f(x - 2 * e) - 8 * f(x - e) + 8 * f(x + e) - f(x + 2 * e)) / (
+            12 * step.flat[i]
+        )
     return grad
 
 
@@ -73,14 +86,20 @@ def autodiff_logpdf(y, cov):
     """Plain log density; JAX differentiates through its Cholesky and solves."""
     chol = jnp.linalg.cholesky(cov)
     alpha = jax.scipy.linalg.cho_solve((chol, True), y)
-    return -0.5 * y @ alpha - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * y.shape[-1] * jnp.log(2 * jnp.pi)
+    return (
+        -0.5 * y @ alpha
+        - jnp.sum(jnp.log(jnp.diagonal(chol)))
+        - 0.5 * y.shape[-1] * jnp.log(2 * jnp.pi)
+    )
 
 
 def numpy_logpdf(y: np.ndarray, cov: np.ndarray) -> float:
     """The same density with SciPy's LAPACK Cholesky, for finite differences."""
     factor = scipy.linalg.cho_factor(cov, lower=True)
     alpha = scipy.linalg.cho_solve(factor, y)
-    return float(-0.5 * y @ alpha - np.sum(np.log(np.diag(factor[0]))) - 0.5 * len(y) * np.log(2 * np.pi))
+    return float(
+        -0.5 * y @ alpha - np.sum(np.log(np.diag(factor[0]))) - 0.5 * len(y) * np.log(2 * np.pi)
+    )
 
 
 def numpy_covariance(case, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -111,7 +130,9 @@ def mvn_model(case):
         amp = numpyro.sample("amplitude", dist.LogNormal(0.0, 1.0))
         noise = numpyro.sample("noise", dist.LogNormal(-2.0, 1.0))
         cov = case.fn(x, x, ell, amp) + (noise**2 + JITTER) * jnp.eye(x.shape[0])
-        numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), covariance_matrix=cov), obs=y)
+        numpyro.sample(
+            "y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), covariance_matrix=cov), obs=y
+        )
 
     return model, {name: name for name in NAMES}
 
@@ -153,7 +174,11 @@ def pattern2(case):
         noise = numpyro.sample("noise", dist.LogNormal(-2.0, 1.0))
         numpyro.sample("y", GPMarginal(kernel(x, x), noise), obs=y)
 
-    return model, {"lengthscale": f"{case.name}.lengthscale", "amplitude": f"{case.name}.amplitude", "noise": "noise"}
+    return model, {
+        "lengthscale": f"{case.name}.lengthscale",
+        "amplitude": f"{case.name}.amplitude",
+        "noise": "noise",
+    }
 
 
 def pattern3(case):
@@ -162,7 +187,11 @@ def pattern3(case):
         amplitude=PyroxParam(1.0, prior=dist.LogNormal(0.0, 1.0)),
     )
     model = gp.ExactGP(kernel, noise=PyroxParam(0.1, prior=dist.LogNormal(-2.0, 1.0)))
-    return model, {"lengthscale": f"{case.name}.lengthscale", "amplitude": f"{case.name}.amplitude", "noise": "exactgp.noise"}
+    return model, {
+        "lengthscale": f"{case.name}.lengthscale",
+        "amplitude": f"{case.name}.amplitude",
+        "noise": "exactgp.noise",
+    }
 
 
 PATTERNS = {"pattern1": pattern1, "pattern2": pattern2, "pattern3": pattern3}
@@ -223,7 +252,9 @@ def test_cotangents_match_finite_differences(gp_problem, n):
     g_y, g_cov = jax.jit(jax.grad(gp_log_marginal, argnums=(0, 1)))(y, cov)
     step = np.array([1e-3])
     along_y = central_difference(lambda t: numpy_logpdf(y + t[0] * dy, cov), np.zeros(1), step)
-    along_cov = central_difference(lambda t: numpy_logpdf(y, cov + t[0] * dcov), np.zeros(1), 1e-3 * step)
+    along_cov = central_difference(
+        lambda t: numpy_logpdf(y, cov + t[0] * dcov), np.zeros(1), 1e-3 * step
+    )
     assert_rel(np.sum(g_y * dy), along_y[0], what="along y")
     assert_rel(np.sum(g_cov * dcov), along_cov[0], what="along cov")
 
@@ -266,7 +297,9 @@ def test_hyperparameter_gradient_matches_autodiff_and_finite_differences(kernel_
         return autodiff_logpdf(y, cov)
 
     assert_rel(got, jax.jit(jax.grad(plain))(THETA), what="against autodiff")
-    fd = central_difference(lambda t: numpy_logpdf(y, numpy_covariance(kernel_case, x, t)), THETA, 1e-3 * THETA)
+    fd = central_difference(
+        lambda t: numpy_logpdf(y, numpy_covariance(kernel_case, x, t)), THETA, 1e-3 * THETA
+    )
     assert_rel(got, fd, what="against finite differences")
 
 
@@ -275,7 +308,9 @@ def test_hyperparameter_gradient_under_vmap(kernel_case, book_data):
     thetas = np.exp(np.random.default_rng(1).normal([0.0, 0.0, -2.0], 0.5, size=(4, 3)))
     got = jax.jit(jax.vmap(jax.grad(kernel_log_marginal(kernel_case, x, y))))(thetas)
     for theta, g in zip(thetas, got):
-        fd = central_difference(lambda t: numpy_logpdf(y, numpy_covariance(kernel_case, x, t)), theta, 1e-3 * theta)
+        fd = central_difference(
+            lambda t: numpy_logpdf(y, numpy_covariance(kernel_case, x, t)), theta, 1e-3 * theta
+        )
         assert_rel(g, fd, what=f"theta={theta}")
 
 
@@ -310,14 +345,23 @@ def test_pattern_potential_gradient_under_vmap(pattern, rbf_case, book_data):
 def test_two_uses_in_one_trace(pattern, rbf_case, book_data):
     """Two log densities summed in one jitted gradient: each use keeps its own residuals."""
     x, y = book_data
-    first, second = potential(*pattern(rbf_case), x, y), potential(*pattern(rbf_case), x[::2], -y[::2])
+    first, second = (
+        potential(*pattern(rbf_case), x, y),
+        potential(*pattern(rbf_case), x[::2], -y[::2]),
+    )
     z, shift = np.log(THETA), np.array([0.2, -0.1, 0.3])
     got = jax.jit(jax.grad(lambda z: first(z) + second(z + shift)))(z)
-    ref_first, ref_second = potential(*mvn_model(rbf_case), x, y), potential(*mvn_model(rbf_case), x[::2], -y[::2])
+    ref_first, ref_second = (
+        potential(*mvn_model(rbf_case), x, y),
+        potential(*mvn_model(rbf_case), x[::2], -y[::2]),
+    )
     want = jax.jit(jax.grad(lambda z: ref_first(z) + ref_second(z + shift)))(z)
     assert_rel(got, want, what="against autodiff")
     fd = central_difference(
-        lambda z: numpy_potential(rbf_case, x, y, z) + numpy_potential(rbf_case, x[::2], -y[::2], z + shift),
+        lambda z: (
+            numpy_potential(rbf_case, x, y, z)
+            + numpy_potential(rbf_case, x[::2], -y[::2], z + shift)
+        ),
         z,
         np.full(3, 1e-3),
     )
@@ -337,10 +381,14 @@ def test_jvp_matches_autodiff_and_finite_differences(gp_problem, n, which):
     rng = np.random.default_rng(n + 1)
     dy, dcov = which[0] * rng.normal(size=n), which[1] * random_symmetric(n, seed=n + 2)
     value, tangent = jax.jit(lambda *a: jax.jvp(gp_log_marginal, a[:2], a[2:]))(y, cov, dy, dcov)
-    want_value, want_tangent = jax.jit(lambda *a: jax.jvp(autodiff_logpdf, a[:2], a[2:]))(y, cov, dy, dcov)
+    want_value, want_tangent = jax.jit(lambda *a: jax.jvp(autodiff_logpdf, a[:2], a[2:]))(
+        y, cov, dy, dcov
+    )
     np.testing.assert_allclose(value, want_value, rtol=1e-12)
     assert_rel(tangent, want_tangent, what="against autodiff")
-    fd = central_difference(lambda t: numpy_logpdf(y + t[0] * dy, cov + t[0] * dcov), np.zeros(1), np.array([1e-6]))
+    fd = central_difference(
+        lambda t: numpy_logpdf(y + t[0] * dy, cov + t[0] * dcov), np.zeros(1), np.array([1e-6])
+    )
     assert_rel(tangent, fd[0], what="against finite differences")
 
 
@@ -351,7 +399,9 @@ def test_jvp_with_an_undifferentiated_input(gp_problem):
     only_y = jax.jvp(lambda y: gp_log_marginal(y, cov), (y,), (dy,))[1]
     only_cov = jax.jvp(lambda c: gp_log_marginal(y, c), (cov,), (dcov,))[1]
     assert_rel(only_y, jax.jvp(lambda y: autodiff_logpdf(y, cov), (y,), (dy,))[1], what="y only")
-    assert_rel(only_cov, jax.jvp(lambda c: autodiff_logpdf(y, c), (cov,), (dcov,))[1], what="cov only")
+    assert_rel(
+        only_cov, jax.jvp(lambda c: autodiff_logpdf(y, c), (cov,), (dcov,))[1], what="cov only"
+    )
 
 
 @pytest.mark.parametrize("n", (1, 5, 64, 65))
@@ -449,7 +499,10 @@ def test_hessian_against_finite_differences_of_the_gradient(kernel_case, book_da
 
 COMPOSITES = {
     # name: (kernel of theta[:-1], theta with the noise last)
-    "sum": (lambda t: kernels.Matern32(t[0], t[1]) + kernels.RBF(t[2], t[3]), [1.3, 0.9, 4.0, 0.5, 0.12]),
+    "sum": (
+        lambda t: kernels.Matern32(t[0], t[1]) + kernels.RBF(t[2], t[3]),
+        [1.3, 0.9, 4.0, 0.5, 0.12],
+    ),
     "product": (
         lambda t: kernels.Matern52(t[0], t[1]) * kernels.Periodic(t[2], t[3], None),
         [1.3, 0.9, 1.0, 3.0, 0.12],
@@ -476,7 +529,9 @@ def test_laplace_approximation_of_a_matern_model(book_data):
     model, sites = pattern3(case)
     fn = potential(model, sites, x, y)
     value_and_grad = jax.jit(jax.value_and_grad(fn))
-    fit = scipy.optimize.minimize(lambda z: tuple(map(np.asarray, value_and_grad(z))), np.zeros(3), jac=True)
+    fit = scipy.optimize.minimize(
+        lambda z: tuple(map(np.asarray, value_and_grad(z))), np.zeros(3), jac=True
+    )
     assert fit.success, fit.message
     guide = AutoLaplaceApproximation(model)
     handlers.seed(guide, rng_seed=0)(x, y)  # sets up the guide's latent layout: NAMES' order
@@ -486,7 +541,9 @@ def test_laplace_approximation_of_a_matern_model(book_data):
     fd_hessian = finite_difference_jacobian(jax.jit(jax.grad(fn)), fit.x)
     assert_rel(sd, np.sqrt(np.diagonal(np.linalg.inv(fd_hessian))), rtol=1e-6, what="Laplace sds")
     init = init_to_value(values={sites[n]: np.exp(z) for n, z in zip(NAMES, fit.x)})
-    mcmc = MCMC(NUTS(model, init_strategy=init), num_warmup=100, num_samples=300, progress_bar=False)
+    mcmc = MCMC(
+        NUTS(model, init_strategy=init), num_warmup=100, num_samples=300, progress_bar=False
+    )
     mcmc.run(jax.random.key(0), x, y)
     nuts_sd = np.array([np.std(np.log(mcmc.get_samples()[sites[name]])) for name in NAMES])
     np.testing.assert_allclose(sd, nuts_sd, rtol=0.3)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.gaussian_process.kernels import ConstantKernel
 
-from pyrox_lite import PyroxParam, kernels
+from pyrox_lite import PyroxParam
 
 jax.config.update("jax_enable_x64", True)
 
@@ -101,7 +101,9 @@ def test_strict_dtype_promotion(kernel_case, dtype, rng, tolerance):
         module = kernel_case.module(ell, amp)
         got = eqx.filter_jit(lambda k, a, b: k(a, b))(module, x1, x2)
     assert got.dtype == dtype
-    want = kernel_case.gram(x1.astype(np.float64), x2.astype(np.float64), ell.astype(np.float64), float(amp))
+    want = kernel_case.gram(
+        x1.astype(np.float64), x2.astype(np.float64), ell.astype(np.float64), float(amp)
+    )
     np.testing.assert_allclose(got, want, rtol=tolerance(dtype), atol=tolerance(dtype))
 
 
@@ -138,7 +140,9 @@ def test_vmap_over_a_batch_of_modules(kernel_case, rng, tolerance):
     grams = jax.vmap(lambda k: k(x, x))(batch)
     assert grams.shape == (3, 5, 5)
     for gram, ell, amp in zip(grams, ells, amps):
-        np.testing.assert_allclose(gram, kernel_case.gram(x, x, ell, amp), rtol=tolerance(gram.dtype))
+        np.testing.assert_allclose(
+            gram, kernel_case.gram(x, x, ell, amp), rtol=tolerance(gram.dtype)
+        )
 
 
 def test_gradient_wrt_hyperparameters_matches_finite_differences(kernel_case, rng):

@@ -51,8 +51,9 @@ def latent_gp(**kwargs):
         amplitude=PyroxParam(AMP, prior=dist.LogNormal(*PRIORS["kernel.amplitude"])),
         pyrox_name="kernel",
     )
-    return gp.LatentGP(kernel, mean=PyroxParam(MU, prior=dist.Normal(0.0, 1.0)),
-                       pyrox_name="gp", **kwargs)
+    return gp.LatentGP(
+        kernel, mean=PyroxParam(MU, prior=dist.Normal(0.0, 1.0)), pyrox_name="gp", **kwargs
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -139,19 +140,25 @@ def reference_log_joint(x, y, th):
     chol = scipy.linalg.cholesky(sk_gram(x, x, ell, amp) + JITTER * np.eye(x.size), lower=True)
     f = mu + chol @ u
     (m_ell, s_ell), (m_amp, s_amp) = PRIORS["kernel.lengthscale"], PRIORS["kernel.amplitude"]
-    return (scipy.stats.lognorm.logpdf(ell, s=s_ell, scale=math.exp(m_ell))
-            + scipy.stats.lognorm.logpdf(amp, s=s_amp, scale=math.exp(m_amp))
-            + scipy.stats.norm.logpdf(mu) + scipy.stats.norm.logpdf(u).sum()
-            + scipy.stats.poisson.logpmf(y, np.exp(f)).sum())
+    return (
+        scipy.stats.lognorm.logpdf(ell, s=s_ell, scale=math.exp(m_ell))
+        + scipy.stats.lognorm.logpdf(amp, s=s_amp, scale=math.exp(m_amp))
+        + scipy.stats.norm.logpdf(mu)
+        + scipy.stats.norm.logpdf(u).sum()
+        + scipy.stats.poisson.logpmf(y, np.exp(f)).sum()
+    )
 
 
 def test_three_patterns_have_one_log_joint_and_gradient(data):
     x, y, _ = data
     rng = np.random.default_rng(5)
     for _ in range(3):
-        th = {"kernel.lengthscale": float(np.exp(rng.normal(0.4, 0.3))),
-              "kernel.amplitude": float(np.exp(rng.normal(0.0, 0.3))),
-              "gp.mean": float(rng.normal()), "gp.u": rng.normal(size=x.size)}
+        th = {
+            "kernel.lengthscale": float(np.exp(rng.normal(0.4, 0.3))),
+            "kernel.amplitude": float(np.exp(rng.normal(0.0, 0.3))),
+            "gp.mean": float(rng.normal()),
+            "gp.u": rng.normal(size=x.size),
+        }
         results = {}
         for name, model in {"1": model1, "2": model2, "3": model3}.items():
             fn = jax.value_and_grad(lambda t, m=model: log_density(m, (x, y), {}, t)[0])
@@ -160,7 +167,9 @@ def test_three_patterns_have_one_log_joint_and_gradient(data):
         want = reference_log_joint(x, y, th)
         for name, (value, grad) in results.items():
             assert abs(value - want) <= 1e-10 * abs(want), (name, value, want)
-            np.testing.assert_allclose(grad, results["3"][1], rtol=1e-10, atol=1e-10 * np.abs(grad).max())
+            np.testing.assert_allclose(
+                grad, results["3"][1], rtol=1e-10, atol=1e-10 * np.abs(grad).max()
+            )
 
 
 def test_the_module_registers_its_sites_under_their_names(data):
@@ -170,8 +179,13 @@ def test_the_module_registers_its_sites_under_their_names(data):
     assert sampled == ["kernel.lengthscale", "kernel.amplitude", "gp.mean", "gp.u"]
     assert trace["gp.u"]["value"].shape == (x.size,)
     assert trace["gp.f"]["type"] == "deterministic"
-    assert LATENT3.site_names() == ["kernel.lengthscale", "kernel.amplitude", "gp.mean",
-                                    "gp.u", "gp.f"]
+    assert LATENT3.site_names() == [
+        "kernel.lengthscale",
+        "kernel.amplitude",
+        "gp.mean",
+        "gp.u",
+        "gp.f",
+    ]
     named = latent_gp(latent_site="eta", f_site=None)
     assert named.site_names()[-1] == "gp.eta"
     trace = handlers.trace(handlers.seed(named, 0)).get_trace(x)
@@ -230,8 +244,12 @@ def test_prediction_at_the_training_inputs_returns_f(data, rng):
 
 def test_the_module_predicts_from_one_substituted_draw(data, rng):
     x, _, x_test = data
-    draw = {"kernel.lengthscale": ELL, "kernel.amplitude": AMP, "gp.mean": MU,
-            "gp.u": rng.normal(size=x.size)}
+    draw = {
+        "kernel.lengthscale": ELL,
+        "kernel.amplitude": AMP,
+        "gp.mean": MU,
+        "gp.u": rng.normal(size=x.size),
+    }
     got = handlers.substitute(LATENT3.predict, data=draw)(x, x_test)
     chol = scipy.linalg.cholesky(sk_gram(x, x) + JITTER * np.eye(x.size), lower=True)
     mean, var = reference_conditional(x, MU + chol @ draw["gp.u"], x_test)

@@ -78,11 +78,19 @@ def via_gp_marginal(case, x, y, ell, amp, noise):
 def via_exact_gp(case, x, y, ell, amp, noise):
     """ExactGP with learnable (param) sites: its log density is the likelihood alone."""
     model = gp.ExactGP(case.parameterized())
-    params = {f"{case.name}.lengthscale": ell, f"{case.name}.amplitude": amp, "exactgp.noise": noise}
+    params = {
+        f"{case.name}.lengthscale": ell,
+        f"{case.name}.amplitude": amp,
+        "exactgp.noise": noise,
+    }
     return log_density(model, (x, y), {}, params)[0]
 
 
-FORMS = {"gp_log_marginal": via_gp_log_marginal, "GPMarginal": via_gp_marginal, "ExactGP": via_exact_gp}
+FORMS = {
+    "gp_log_marginal": via_gp_log_marginal,
+    "GPMarginal": via_gp_marginal,
+    "ExactGP": via_exact_gp,
+}
 
 
 @pytest.mark.parametrize("theta", THETAS, ids=THETA_IDS)

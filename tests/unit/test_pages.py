@@ -26,7 +26,9 @@ MACROS = re.compile(
     r"(?![A-Za-z])"
 )
 FIGSIZE = re.compile(r"figsize=\(\s*([0-9.]+)\s*,")
-MODEL_CELLS = re.compile(r"^(def model_\d|class RBFKernel|kernel_\w+ = |def bridge_model)", re.MULTILINE)
+MODEL_CELLS = re.compile(
+    r"^(def model_\d|class RBFKernel|kernel_\w+ = |def bridge_model)", re.MULTILINE
+)
 
 
 def cells(path: Path) -> list[dict]:
@@ -47,8 +49,15 @@ def macros_in(text: str) -> list[str]:
 
 
 def test_macro_pattern_finds_macros_and_spares_latex() -> None:
-    assert macros_in(r"$p(\thetab \mid \y)$, $\Normal(0, 1)$, $\amp^2$") == [r"\Normal", r"\amp", r"\thetab", r"\y"]
-    assert macros_in(r"$\frac{1}{2}\, \mathbf{y}, \boldsymbol{\theta}, \sigma_n, \ell, \alpha, \Id_2$") == [r"\Id"]
+    assert macros_in(r"$p(\thetab \mid \y)$, $\Normal(0, 1)$, $\amp^2$") == [
+        r"\Normal",
+        r"\amp",
+        r"\thetab",
+        r"\y",
+    ]
+    assert macros_in(
+        r"$\frac{1}{2}\, \mathbf{y}, \boldsymbol{\theta}, \sigma_n, \ell, \alpha, \Id_2$"
+    ) == [r"\Id"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -75,13 +84,22 @@ def test_code_fits_the_column(path: Path) -> None:
         tags = cell.get("metadata", {}).get("tags", [])
         return 84 if {"hide-input", "hide-cell"} & set(tags) else 88
 
-    long = [(c["id"], line) for c in cells(path) if c["cell_type"] == "code"
-            for line in code_lines(c) if len(line) > limit(c)]
+    long = [
+        (c["id"], line)
+        for c in cells(path)
+        if c["cell_type"] == "code"
+        for line in code_lines(c)
+        if len(line) > limit(c)
+    ]
     assert long == []
 
 
 def test_comparison_model_cells_fit_narrower() -> None:
-    models = [c for c in cells(ROOT / "notebooks" / "04_comparison.ipynb") if c["cell_type"] == "code" and MODEL_CELLS.search(source(c))]
+    models = [
+        c
+        for c in cells(ROOT / "notebooks" / "04_comparison.ipynb")
+        if c["cell_type"] == "code" and MODEL_CELLS.search(source(c))
+    ]
     assert len(models) == 4, [c["id"] for c in models]
     long = [(c["id"], line) for c in models for line in code_lines(c) if len(line) > 70]
     assert long == []
@@ -123,7 +141,9 @@ def test_inline_eval_uses_names_defined_above(path: Path) -> None:
     defined, missing = set(dir(builtins)), {}
     for c in cells(path):
         if c["cell_type"] == "code":
-            code = "\n".join(line for line in source(c).splitlines() if not line.startswith(("%", "!")))
+            code = "\n".join(
+                line for line in source(c).splitlines() if not line.startswith(("%", "!"))
+            )
             for node in ast.walk(ast.parse(code)):
                 if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                     defined.add(node.id)
@@ -143,7 +163,9 @@ ARTIFACT = re.compile(r"[\w-]+\.nc\b")
 
 
 def test_artifact_pattern_finds_file_names() -> None:
-    assert ARTIFACT.findall('idata.to_netcdf("artifacts/pattern1.nc"); FILES = {"a": "b-2.nc"}') == ["pattern1.nc", "b-2.nc"]
+    assert ARTIFACT.findall(
+        'idata.to_netcdf("artifacts/pattern1.nc"); FILES = {"a": "b-2.nc"}'
+    ) == ["pattern1.nc", "b-2.nc"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -155,6 +177,11 @@ def test_notebook_reads_no_other_notebooks_files(path: Path) -> None:
     """
     code = [source(c) for c in cells(path) if c["cell_type"] == "code"]
     named = {name for text in code for name in ARTIFACT.findall(text)}
-    written = {name for text in code for line in text.splitlines() if "to_netcdf" in line
-               for name in ARTIFACT.findall(line)}
+    written = {
+        name
+        for text in code
+        for line in text.splitlines()
+        if "to_netcdf" in line
+        for name in ARTIFACT.findall(line)
+    }
     assert named <= written, f"{path.name} names files it does not write: {sorted(named - written)}"

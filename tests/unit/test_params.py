@@ -18,7 +18,16 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 from scipy.stats import lognorm, multivariate_normal
 
-from pyrox_lite import JITTER, Parameterized, PyroxModule, PyroxParam, gp, kernels, predict, pyrox_method
+from pyrox_lite import (
+    JITTER,
+    Parameterized,
+    PyroxModule,
+    PyroxParam,
+    gp,
+    kernels,
+    predict,
+    pyrox_method,
+)
 
 jax.config.update("jax_enable_x64", True)
 
@@ -111,7 +120,9 @@ class Shift(Parameterized):
     """A Parameterized module with one real-valued and one positive parameter."""
 
     offset: PyroxParam = eqx.field(default_factory=lambda: PyroxParam(0.5))
-    scale: PyroxParam = eqx.field(default_factory=lambda: PyroxParam(2.0, constraint=constraints.positive))
+    scale: PyroxParam = eqx.field(
+        default_factory=lambda: PyroxParam(2.0, constraint=constraints.positive)
+    )
 
     @pyrox_method
     def __call__(self, x):
@@ -139,14 +150,22 @@ def test_pyrox_name_overrides_the_scope(kernel_case, small_data):
     trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(x, y)
     assert list(trace) == ["k.lengthscale", "k.amplitude", "model.noise", "obs"]
     assert trace["obs"]["is_observed"]
-    assert list(site_values(SampledRBF(pyrox_name="short"), x, x)) == ["short.lengthscale", "short.amplitude"]
+    assert list(site_values(SampledRBF(pyrox_name="short"), x, x)) == [
+        "short.lengthscale",
+        "short.amplitude",
+    ]
 
 
 def test_two_instances_with_distinct_names_do_not_share_sites(small_data):
     x, _, _ = small_data
     model = SumOfTwo(SampledRBF(pyrox_name="short"), SampledRBF(pyrox_name="long"))
     trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(x, x)
-    assert list(trace) == ["short.lengthscale", "short.amplitude", "long.lengthscale", "long.amplitude"]
+    assert list(trace) == [
+        "short.lengthscale",
+        "short.amplitude",
+        "long.lengthscale",
+        "long.amplitude",
+    ]
     v = {name: site["value"] for name, site in trace.items()}
     assert v["short.lengthscale"] != v["long.lengthscale"]
     assert v["short.amplitude"] != v["long.amplitude"]
@@ -169,8 +188,12 @@ def test_two_parameterized_kernels_with_distinct_names(kernel_case, small_data):
             return self.first(x1, x2) + self.second(x1, x2)
 
     model = KernelSum(
-        kernel_case.parameterized(lengthscale=PyroxParam(0.3), amplitude=PyroxParam(0.5), pyrox_name="a"),
-        kernel_case.parameterized(lengthscale=PyroxParam(3.0), amplitude=PyroxParam(2.0), pyrox_name="b"),
+        kernel_case.parameterized(
+            lengthscale=PyroxParam(0.3), amplitude=PyroxParam(0.5), pyrox_name="a"
+        ),
+        kernel_case.parameterized(
+            lengthscale=PyroxParam(3.0), amplitude=PyroxParam(2.0), pyrox_name="b"
+        ),
     )
     assert model.site_names() == ["a.lengthscale", "a.amplitude", "b.lengthscale", "b.amplitude"]
     want = kernel_case.gram(x, x, 0.3, 0.5) + kernel_case.gram(x, x, 3.0, 2.0)
@@ -192,7 +215,9 @@ def test_same_site_twice_in_one_call_is_one_site():
 
 
 def test_without_the_decorator_numpyro_rejects_the_duplicate():
-    with pytest.raises(AssertionError, match=r"'repeats\.z' is registered twice.*unique names.*one_call"):
+    with pytest.raises(
+        AssertionError, match=r"'repeats\.z' is registered twice.*unique names.*one_call"
+    ):
         handlers.trace(handlers.seed(Repeats().twice_undecorated, rng_seed=0)).get_trace()
 
 
@@ -200,7 +225,9 @@ def test_get_param_twice_in_one_call(small_data):
     x, _, _ = small_data
     sites = site_values(Shift(), x)
     assert list(sites) == ["shift.scale", "shift.offset"]
-    out = handlers.substitute(handlers.seed(Shift(), 0), data={"shift.offset": -1.0, "shift.scale": 3.0})(x)
+    out = handlers.substitute(
+        handlers.seed(Shift(), 0), data={"shift.offset": -1.0, "shift.scale": 3.0}
+    )(x)
     np.testing.assert_allclose(out, 3.0 * x - 2.0, rtol=1e-15)
 
 
@@ -252,7 +279,10 @@ def test_prior_gives_a_sample_site_and_no_prior_a_param_site(kernel_case, small_
         amplitude=PyroxParam(1.3, constraint=constraints.positive),
     )
     trace = handlers.trace(handlers.seed(kernel, rng_seed=0)).get_trace(x, x)
-    ell_site, amp_site = trace[f"{kernel_case.name}.lengthscale"], trace[f"{kernel_case.name}.amplitude"]
+    ell_site, amp_site = (
+        trace[f"{kernel_case.name}.lengthscale"],
+        trace[f"{kernel_case.name}.amplitude"],
+    )
     assert ell_site["type"] == "sample" and isinstance(ell_site["fn"], dist.LogNormal)
     assert amp_site["type"] == "param" and amp_site["kwargs"]["constraint"] is constraints.positive
     assert amp_site["value"] == 1.3
@@ -362,7 +392,9 @@ def test_prior_travels_inside_the_pytree(rbf_case, small_data):
     model = bayesian_gp(rbf_case)
     wider = eqx.tree_at(lambda g: g.kernel.lengthscale.prior, model, dist.LogNormal(1.0, 0.5))
     theta = theta_sites(rbf_case, THETA)
-    change = jax.jit(lambda a, b: log_density(b, (x, y), {}, theta)[0] - log_density(a, (x, y), {}, theta)[0])
+    change = jax.jit(
+        lambda a, b: log_density(b, (x, y), {}, theta)[0] - log_density(a, (x, y), {}, theta)[0]
+    )
     want = lognorm.logpdf(THETA[0], s=0.5, scale=np.e) - lognorm.logpdf(THETA[0], s=1.0)
     np.testing.assert_allclose(change(model, wider), want, rtol=1e-10)
 
@@ -373,7 +405,10 @@ def test_tree_map_maps_the_priors_too(rbf_case):
     model = bayesian_gp(rbf_case)
     doubled = jax.tree_util.tree_map(lambda a: a * 2, model)
     assert doubled.noise.init == 0.2 and doubled.kernel.lengthscale.init == 1.4
-    assert (doubled.noise.prior.loc, doubled.noise.prior.scale) == (-4.0, 2.0)  # LogNormal(-2, 1) -> (-4, 2)
+    assert (doubled.noise.prior.loc, doubled.noise.prior.scale) == (
+        -4.0,
+        2.0,
+    )  # LogNormal(-2, 1) -> (-4, 2)
     assert (doubled.kernel.amplitude.prior.loc, doubled.kernel.amplitude.prior.scale) == (0.0, 2.0)
     theta = theta_sites(rbf_case, THETA)
     x, y = np.linspace(-1.0, 1.0, 5), np.zeros(5)
@@ -388,11 +423,18 @@ def test_mapping_only_the_values(rbf_case):
         model,
         is_leaf=lambda node: isinstance(node, PyroxParam),
     )
-    assert (doubled.noise.init, doubled.kernel.lengthscale.init, doubled.kernel.amplitude.init) == (0.2, 1.4, 2.6)
+    assert (doubled.noise.init, doubled.kernel.lengthscale.init, doubled.kernel.amplitude.init) == (
+        0.2,
+        1.4,
+        2.6,
+    )
     for param in (doubled.noise, doubled.kernel.lengthscale, doubled.kernel.amplitude):
         assert param.prior is not None
     assert (doubled.noise.prior.loc, doubled.noise.prior.scale) == (-2.0, 1.0)
-    assert (doubled.kernel.lengthscale.prior.loc, doubled.kernel.lengthscale.prior.scale) == (0.0, 1.0)
+    assert (doubled.kernel.lengthscale.prior.loc, doubled.kernel.lengthscale.prior.scale) == (
+        0.0,
+        1.0,
+    )
     assert "is_leaf=lambda node: isinstance(node, PyroxParam)" in PyroxParam.__doc__
 
 
@@ -430,7 +472,9 @@ def test_grad_of_the_log_density_through_the_module(kernel_case, small_data):
 def test_grad_with_respect_to_the_module(rbf_case, small_data):
     """Outside handlers the init values are ordinary leaves: filter_grad reaches them."""
     x, y, x_test = small_data
-    model = gp.ExactGP(rbf_case.parameterized(lengthscale=PyroxParam(0.8), amplitude=PyroxParam(1.1)))
+    model = gp.ExactGP(
+        rbf_case.parameterized(lengthscale=PyroxParam(0.8), amplitude=PyroxParam(1.1))
+    )
     grads = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.sum(m.predict(x, y, x_test).mean)))(model)
 
     def reference(ell, amp, noise):
@@ -467,12 +511,18 @@ def test_a_vector_init_expands_a_scalar_prior(two_feature_data):
     site = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(x, y)["rbf.lengthscale"]
     assert site["value"].shape == (2,)
     value = np.array([0.5, 2.0])
-    np.testing.assert_allclose(site["fn"].log_prob(value), np.sum(lognorm.logpdf(value, s=1.0)), rtol=1e-12)
+    np.testing.assert_allclose(
+        site["fn"].log_prob(value), np.sum(lognorm.logpdf(value, s=1.0)), rtol=1e-12
+    )
 
 
 def test_a_prior_that_does_not_fit_the_init_is_an_error():
-    message = r"Parameter 'lengthscale': the init value has shape \(2,\), but the prior has shape \(3,\)"
+    message = (
+        r"Parameter 'lengthscale': the init value has shape \(2,\), but the prior has shape \(3,\)"
+    )
     with pytest.raises(ValueError, match=message):
         gp.RBF(lengthscale=PyroxParam(jnp.ones(2), prior=dist.LogNormal(jnp.zeros(3), 1.0)))
-    with pytest.raises(ValueError, match=r"init value has shape \(\), but the prior has shape \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"init value has shape \(\), but the prior has shape \(2,\)"
+    ):
         gp.RBF(lengthscale=PyroxParam(1.0, prior=dist.LogNormal(jnp.zeros(2), 1.0)))

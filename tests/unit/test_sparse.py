@@ -33,8 +33,17 @@ import scipy.stats
 from numpyro import handlers
 from numpyro.infer import TraceMeanField_ELBO
 
-from pyrox_lite import JITTER, PyroxModule, PyroxParam, gp, gp_log_marginal, kernels, predict
-from pyrox_lite import pyrox_method, sparse
+from pyrox_lite import (
+    JITTER,
+    PyroxModule,
+    PyroxParam,
+    gp,
+    gp_log_marginal,
+    kernels,
+    predict,
+    pyrox_method,
+    sparse,
+)
 
 jax.config.update("jax_enable_x64", True)
 
@@ -71,8 +80,9 @@ def ref_kernel(a, b, ell=ELL, amp=AMP, jitter=JITTER):
 def ref_collapsed(x, y, z, noise=NOISE):
     k_zz, k_xz, k_xx = ref_kernel(z, z), ref_kernel(x, z), ref_kernel(x, x)
     q = k_xz @ np.linalg.solve(k_zz, k_xz.T)
-    fit = scipy.stats.multivariate_normal(np.zeros(len(y)), q + noise**2 * np.eye(len(y)),
-                                          allow_singular=True).logpdf(y)
+    fit = scipy.stats.multivariate_normal(
+        np.zeros(len(y)), q + noise**2 * np.eye(len(y)), allow_singular=True
+    ).logpdf(y)
     return fit - np.trace(k_xx - q) / (2 * noise**2)
 
 
@@ -81,7 +91,7 @@ def ref_q_f(x, z, q_mean, q_sqrt):
     k_zz, k_xz = ref_kernel(z, z), ref_kernel(x, z)
     chol = np.linalg.cholesky(k_zz)
     mu_u, sigma_u = chol @ q_mean, chol @ q_sqrt @ q_sqrt.T @ chol.T
-    proj = np.linalg.solve(k_zz, k_xz.T).T                    # K_XZ K_ZZ^{-1}
+    proj = np.linalg.solve(k_zz, k_xz.T).T  # K_XZ K_ZZ^{-1}
     mean = proj @ mu_u
     cov = ref_kernel(x, x) - proj @ k_xz.T + proj @ sigma_u @ proj.T
     return mean, np.diag(cov), k_zz, mu_u, sigma_u
@@ -92,8 +102,13 @@ def ref_svgp(x, y, z, q_mean, q_sqrt, noise=NOISE):
     expected = np.sum(scipy.stats.norm(mean, noise).logpdf(y) - var / (2 * noise**2))
     # KL(N(mu_u, Sigma_u) || N(0, K_ZZ)), the textbook formula, unwhitened
     m = len(mu_u)
-    kl = 0.5 * (np.trace(np.linalg.solve(k_zz, sigma_u)) + mu_u @ np.linalg.solve(k_zz, mu_u) - m
-                + np.linalg.slogdet(k_zz)[1] - np.linalg.slogdet(sigma_u)[1])
+    kl = 0.5 * (
+        np.trace(np.linalg.solve(k_zz, sigma_u))
+        + mu_u @ np.linalg.solve(k_zz, mu_u)
+        - m
+        + np.linalg.slogdet(k_zz)[1]
+        - np.linalg.slogdet(sigma_u)[1]
+    )
     return expected - kl
 
 
@@ -127,11 +142,16 @@ def test_collapsed_bound_with_other_z_is_lower():
 
 @pytest.mark.parametrize("x, y, m", [(X, Y, 12), (X2, Y2, 15)], ids=["1d", "2d"])
 def test_bounds_and_predictions_equal_the_numpy_reference(x, y, m):
-    z = x[:: N // m][:m] + 0.01   # near the data, never on it
+    z = x[:: N // m][:m] + 0.01  # near the data, never on it
     q_mean, q_sqrt = random_q(m)
     assert rel(sparse.collapsed_bound(KERNEL, x, y, z, NOISE), ref_collapsed(x, y, z)) <= 1e-9
-    assert rel(sparse.svgp_elbo(KERNEL, x, y, z, q_mean, q_sqrt, NOISE),
-               ref_svgp(x, y, z, q_mean, q_sqrt)) <= 1e-9
+    assert (
+        rel(
+            sparse.svgp_elbo(KERNEL, x, y, z, q_mean, q_sqrt, NOISE),
+            ref_svgp(x, y, z, q_mean, q_sqrt),
+        )
+        <= 1e-9
+    )
     x_test = x[:7] + 0.05
     pred = sparse.sparse_predict(KERNEL, z, q_mean, q_sqrt, x_test, NOISE)
     mean, var, *_ = ref_q_f(x_test, z, q_mean, q_sqrt)
@@ -178,8 +198,11 @@ def numpyro_elbo(model, guide, params, key=0, **kwargs):
 
 
 THETA = {"rbf.lengthscale": ELL, "rbf.amplitude": AMP, "svgp.noise": NOISE}
-PRIORS = {"rbf.lengthscale": dist.LogNormal(0.0, 1.0), "rbf.amplitude": dist.LogNormal(0.0, 1.0),
-          "svgp.noise": dist.LogNormal(-1.0, 1.0)}
+PRIORS = {
+    "rbf.lengthscale": dist.LogNormal(0.0, 1.0),
+    "rbf.amplitude": dist.LogNormal(0.0, 1.0),
+    "svgp.noise": dist.LogNormal(-1.0, 1.0),
+}
 M = 10
 Z0 = np.linspace(-2.5, 2.5, M) + 0.013
 
@@ -190,9 +213,13 @@ def log_prior(theta):
 
 def svgp3():
     return sparse.SVGP(
-        gp.RBF(lengthscale=PyroxParam(1.0, prior=PRIORS["rbf.lengthscale"]),
-               amplitude=PyroxParam(1.0, prior=PRIORS["rbf.amplitude"])),
-        inducing=PyroxParam(Z0), noise=PyroxParam(0.3, prior=PRIORS["svgp.noise"]))
+        gp.RBF(
+            lengthscale=PyroxParam(1.0, prior=PRIORS["rbf.lengthscale"]),
+            amplitude=PyroxParam(1.0, prior=PRIORS["rbf.amplitude"]),
+        ),
+        inducing=PyroxParam(Z0),
+        noise=PyroxParam(0.3, prior=PRIORS["svgp.noise"]),
+    )
 
 
 def test_the_numpyro_sites_give_the_bound_plus_the_log_prior():
@@ -231,17 +258,23 @@ TEMPLATE = sparse.SparseGP(kernels.RBF(1.0, 1.0), inducing=Z0, noise=1.0)
 def model1(x, y, batch_size=None):
     theta = {n: numpyro.sample(n, PRIORS[n]) for n in PRIORS}
     z = numpyro.param("svgp.inducing", jnp.asarray(Z0))
-    sgp = eqx.tree_at(lambda s: (s.kernel.lengthscale, s.kernel.amplitude, s.inducing, s.noise),
-                      TEMPLATE, (theta["rbf.lengthscale"], theta["rbf.amplitude"], z,
-                                 theta["svgp.noise"]))
+    sgp = eqx.tree_at(
+        lambda s: (s.kernel.lengthscale, s.kernel.amplitude, s.inducing, s.noise),
+        TEMPLATE,
+        (theta["rbf.lengthscale"], theta["rbf.amplitude"], z, theta["svgp.noise"]),
+    )
     sgp.observe(x, y, batch_size=batch_size)
 
 
 class Kernel2(PyroxModule):
     @pyrox_method
     def __call__(self, a, b):
-        return kernels.rbf(a, b, self.pyrox_sample("lengthscale", PRIORS["rbf.lengthscale"]),
-                           self.pyrox_sample("amplitude", PRIORS["rbf.amplitude"]))
+        return kernels.rbf(
+            a,
+            b,
+            self.pyrox_sample("lengthscale", PRIORS["rbf.lengthscale"]),
+            self.pyrox_sample("amplitude", PRIORS["rbf.amplitude"]),
+        )
 
 
 class Sparse2(PyroxModule):
@@ -251,8 +284,9 @@ class Sparse2(PyroxModule):
     def __call__(self, x, y, batch_size=None):
         z = self.pyrox_param("inducing", jnp.asarray(Z0))
         noise = self.pyrox_sample("noise", PRIORS["svgp.noise"])
-        sparse.svgp_observe(self.kernel, x, y, z, noise, site=self.site_name("u"),
-                            batch_size=batch_size)
+        sparse.svgp_observe(
+            self.kernel, x, y, z, noise, site=self.site_name("u"), batch_size=batch_size
+        )
 
 
 model2 = Sparse2(Kernel2(pyrox_name="rbf"), pyrox_name="svgp")
@@ -272,8 +306,15 @@ def test_the_three_patterns_give_the_same_elbo_and_gradients(batch_size):
         def f(p):
             theta = {n: p[n] for n in PRIORS}
             rest = {n: v for n, v in p.items() if n not in PRIORS}
-            return -TraceMeanField_ELBO().loss(jax.random.key(3), rest, conditioned(model, theta),
-                                              guide, X, Y, batch_size=batch_size)
+            return -TraceMeanField_ELBO().loss(
+                jax.random.key(3),
+                rest,
+                conditioned(model, theta),
+                guide,
+                X,
+                Y,
+                batch_size=batch_size,
+            )
 
         value, grad = jax.jit(jax.value_and_grad(f))(jax.tree.map(jnp.asarray, point))
         return float(value), grad
@@ -341,10 +382,15 @@ SHARDED = textwrap.dedent(
 
 
 def test_a_minibatch_sharded_over_two_devices_gives_the_same_elbo_and_gradient():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
-                         text=True, timeout=300)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        OPENBLAS_NUM_THREADS="1",
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert rel(out["one"], out["pure"]) <= 1e-10

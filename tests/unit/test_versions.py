@@ -16,7 +16,10 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPENDENCIES = [
-    Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    Requirement(r)
+    for r in tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "dependencies"
+    ]
 ]
 
 
@@ -31,7 +34,9 @@ def test_installed_version_is_declared(req: Requirement) -> None:
 
 def test_every_dependency_has_a_lower_bound() -> None:
     for req in DEPENDENCIES:
-        assert any(s.operator in (">=", "==", "~=") for s in req.specifier), f"{req} has no lower bound"
+        assert any(s.operator in (">=", "==", "~=") for s in req.specifier), (
+            f"{req} has no lower bound"
+        )
 
 
 def test_jaxlib_matches_jax() -> None:

