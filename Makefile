@@ -2,7 +2,7 @@
 # Both create a local virtual environment (.venv) and install what they need.
 #
 #   make book                             # the HTML theme is downloaded (needs internet)
-#   make book BOOK_THEME=/path/book-theme # a local copy of the theme: folder or .tar.gz
+#   make book BOOK_THEME=/path/book-theme # the folder of a local copy of the theme
 #   make serve                            # view _build/html on http://127.0.0.1:8000/
 
 PYTHON ?= python3

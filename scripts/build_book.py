@@ -1,15 +1,12 @@
 """Build the book: execute each notebook of the table of contents once, then render the site.
 
-``python scripts/build_book.py`` (``make book``). Environment: ``BOOK_THEME=DIR|TGZ`` a local copy
-of the site theme (else downloaded), ``BASE_URL=/name`` a site served under /name, ``BOOK_JOBS=N``
-notebooks run at a time (default: one per core; no notebook reads another's files).
+``make book``. Environment: ``BOOK_THEME=DIR`` a local copy of the site theme (else downloaded),
+``BASE_URL=/name`` a site served under /name, ``BOOK_JOBS=N`` notebooks at a time (one per core).
 
-Each notebook runs in a fresh kernel in its own folder (nbclient); the ``{eval}`` expressions of
-its markdown cells are evaluated where they stand, as Jupyter Book does, into the cell's
-``user_expressions`` metadata, where Jupyter Book reads them. The executed copies go into a staging
-copy of the project, ``_build/book/`` (all else linked), which ``jupyter-book build --html
---strict`` renders, executing nothing: HTML to ``_build/html``, page content to
-``_build/site/content``, the verdict to ``_build/logs/build.json``.
+nbclient runs each notebook in a fresh kernel in its folder, and evaluates the ``{eval}`` roles of
+its markdown into ``user_expressions``, as Jupyter Book does. The executed copies go into a staging
+copy of the project, ``_build/book/``, which ``jupyter-book build --html --strict`` renders without
+executing: HTML to ``_build/html``, content to ``_build/site``, a verdict to ``_build/logs``.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -43,18 +39,14 @@ def toc_files(config: dict) -> list[str]:
     """Every file of the table of contents, in order."""
 
     def walk(entries: list) -> list[str]:
-        return [
-            f
-            for e in entries
-            for f in ([e["file"]] if "file" in e else []) + walk(e.get("children", []))
-        ]
+        return [f for e in entries for f in [e.get("file"), *walk(e.get("children", []))] if f]
 
     return walk(config["project"]["toc"])
 
 
 def jax_cache_env() -> dict[str, str]:
-    """JAX's compilation cache for every kernel and test (same code, compiled once). The size limit turns on
-    its file lock; each write then scans the cache, so compilations under 0.05 s are not kept (faster)."""
+    """JAX's compilation cache for every kernel and test: same code, compiled once. The size
+    limit turns on its file lock; each write then scans the cache, so quick ones are not kept."""
     return {
         "JAX_COMPILATION_CACHE_DIR": str(BUILD / "jax-cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.05",
@@ -73,9 +65,8 @@ class Executor(NotebookClient):
         found = []
         for expression in dict.fromkeys(m.group(2) for m in EVAL.finditer(cell.source)):
             msg_id = self.kc.execute("", store_history=False, user_expressions={"expr": expression})
-            result = (await self.async_wait_for_reply(msg_id, cell))["content"]["user_expressions"][
-                "expr"
-            ]
+            reply = await self.async_wait_for_reply(msg_id, cell)
+            result = reply["content"]["user_expressions"]["expr"]
             if result["status"] != "ok":
                 trace = "\n".join(result["traceback"])
                 raise CellExecutionError(
@@ -90,12 +81,8 @@ def execute(notebook: Path, out: Path) -> str | None:
     """Execute ``notebook`` into ``out``; what went wrong, if anything (the run stops there)."""
     nb, problem = nbformat.read(notebook, as_version=4), None
     try:
-        Executor(
-            nb,
-            timeout=900,
-            record_timing=False,
-            resources={"metadata": {"path": str(notebook.parent)}},
-        ).execute()
+        where = {"metadata": {"path": str(notebook.parent)}}
+        Executor(nb, timeout=900, record_timing=False, resources=where).execute()
     except Exception as err:  # a cell raised, timed out, or its kernel died: reported, not hidden
         problem = f"{notebook.name}: {type(err).__name__}: {ANSI.sub('', str(err)).strip()}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,36 +103,17 @@ def stage(src: Path, dst: Path, keep: set[Path]) -> None:
 
 
 def theme_folder(source: str) -> Path:
-    """The folder holding ``template.yml`` in ``BOOK_THEME``, or in its .tar.gz (unpacked once)."""
+    """The folder holding ``template.yml`` in ``BOOK_THEME`` (the theme, or a folder around it)."""
     path = Path(source).expanduser().resolve()
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
-        unpacked, stamp = BUILD / "theme", f"{path} {path.stat().st_size} {path.stat().st_mtime_ns}"
-        if (
-            not (unpacked / ".unpacked-from").is_file()
-            or (unpacked / ".unpacked-from").read_text() != stamp
-        ):
-            shutil.rmtree(unpacked, ignore_errors=True)
-            with tarfile.open(path) as archive:
-                archive.extractall(unpacked, filter="data")
-            (unpacked / ".unpacked-from").write_text(stamp)
-        path = unpacked
-    found = [
-        t.parent
-        for t in (path / "template.yml", *sorted(path.glob("*/template.yml")))
-        if t.is_file()
-    ]
-    if not found:
-        raise SystemExit(
-            f"BOOK_THEME={source}: no site theme there (a folder or .tar.gz holding template.yml)"
-        )
-    return found[0]
+    for template in (path / "template.yml", *sorted(path.glob("*/template.yml"))):
+        if template.is_file():
+            return template.parent
+    raise SystemExit(f"BOOK_THEME={source}: no site theme there (a folder with template.yml)")
 
 
 def build(theme: str | None, jobs: int) -> None:
     config = yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8"))
-    files = toc_files(config)
-    if absent := [f for f in files if not (ROOT / f).is_file()]:
-        raise SystemExit(f"files in the table of contents of myst.yml do not exist: {absent}")
+    files = toc_files(config)  # a file that does not exist fails its execution or the render
     if theme:
         config.setdefault("site", {})["template"] = str(theme_folder(theme))
     for old in (STAGE, BUILD / "html", BUILD / "site"):
@@ -155,9 +123,8 @@ def build(theme: str | None, jobs: int) -> None:
     STAGE.mkdir(parents=True)
     stage(ROOT, STAGE, {ROOT / f for f in notebooks} | {ROOT / "myst.yml"})
     (STAGE / "myst.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    (BUILD / "jupyter-book").mkdir(
-        exist_ok=True
-    )  # its own files (a downloaded theme) kept between builds
+    # Jupyter Book's own files (a downloaded theme) are kept between builds.
+    (BUILD / "jupyter-book").mkdir(exist_ok=True)
     (STAGE / "_build").symlink_to(BUILD / "jupyter-book", target_is_directory=True)
     for name, value in {"OPENBLAS_NUM_THREADS": "1", "CI": "true", **jax_cache_env()}.items():
         os.environ.setdefault(name, value)  # the kernels inherit it
@@ -167,62 +134,41 @@ def build(theme: str | None, jobs: int) -> None:
         runs = {pool.submit(execute, ROOT / f, STAGE / f): f for f in notebooks}
         for run in concurrent.futures.as_completed(runs):
             problems += [run.result()] if run.result() else []
-            print(
-                f"  {runs[run]}: {'failed' if run.result() else 'done'} at {time.perf_counter() - start:.0f} s",
-                flush=True,
-            )
-    rc = subprocess.run(
-        [sys.executable, "-m", "jupyter_book", "build", "--html", "--strict"], cwd=STAGE
-    ).returncode
+            state = "failed" if run.result() else "done"
+            print(f"  {runs[run]}: {state} at {time.perf_counter() - start:.0f} s", flush=True)
+    render = [sys.executable, "-m", "jupyter_book", "build", "--html", "--strict"]
+    rc = subprocess.run(render, cwd=STAGE).returncode
     for name in ("site", "html"):
         if (STAGE / "_build" / name).is_dir():
             (STAGE / "_build" / name).rename(BUILD / name)
     if rc != 0:
-        problems.append(
-            f"jupyter-book build --html --strict exited {rc}"
-            + (
-                ""
-                if theme
-                else " (offline? give a local copy of the site theme: BOOK_THEME=/path/to/book-theme)"
-            )
-        )
+        hint = "" if theme else " (offline? a local copy of the theme: BOOK_THEME=/path/to/it)"
+        problems.append(f"jupyter-book build --html --strict exited {rc}{hint}")
     if problems:
         raise SystemExit("the book did not build:\n" + "\n\n".join(problems))
 
 
 def closing_message() -> str:
     if base := os.environ.get("BASE_URL", "").strip("/"):
-        return f"book built in _build/html for a site served under /{base} (BASE_URL): publish that folder there."
-    return (
-        "book built in _build/html. Serve it over HTTP to view it (opened as a file it shows a directory "
-        "listing):\n    make serve    # or: python -m http.server 8000 --bind 127.0.0.1 --directory _build/html"
-    )
+        return f"book built in _build/html for a site served under /{base}: publish it there."
+    return "book built in _build/html; view it over HTTP: make serve (python -m http.server)"
 
 
 def main() -> int:
-    signal.signal(
-        signal.SIGINT, signal.SIG_DFL
-    )  # Ctrl-C stops at once; the kernels see it and exit
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C stops at once, kernels too
     start, error = time.perf_counter(), None
     VERDICT_FILE.parent.mkdir(parents=True, exist_ok=True)
     VERDICT_FILE.write_text(json.dumps({"html": False, "error": "the build did not finish"}))
     try:
         if shutil.which("node") is None:
             raise SystemExit("jupyter-book needs Node.js 18 or newer on PATH (https://nodejs.org)")
-        build(
-            os.environ.get("BOOK_THEME") or None,
-            int(os.environ.get("BOOK_JOBS") or os.cpu_count() or 1),
-        )
+        jobs = int(os.environ.get("BOOK_JOBS") or os.cpu_count() or 1)
+        build(os.environ.get("BOOK_THEME") or None, jobs)
     except SystemExit as err:
         error = str(err)
     html = (BUILD / "html" / "index.html").is_file()
-    VERDICT_FILE.write_text(
-        json.dumps({"html": html, **({"error": error} if error else {})}, indent=2)
-    )
-    print(
-        f"\nerror: {error}" if error else f"\n{closing_message()}",
-        file=sys.stderr if error else sys.stdout,
-    )
+    VERDICT_FILE.write_text(json.dumps({"html": html} | ({"error": error} if error else {})))
+    print(f"\nerror: {error}" if error else f"\n{closing_message()}", file=sys.stderr)
     print(f"({time.perf_counter() - start:.0f} s)")
     return 1 if error else 0
 
