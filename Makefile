@@ -67,6 +67,12 @@ bench: $(BENCH_STAMP)
 crosscheck: $(BENCH_STAMP)
 	$(BIN)/python crosscheck/run.py
 
+# The commit hooks of .pre-commit-config.yaml over the whole tree: ruff (fix and format),
+# nbstripout, actionlint, with the tools of .venv.
+.PHONY: lint
+lint: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
+
 clean:
 	rm -rf _build notebooks/artifacts
 
