@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
 STAGE = BUILD / "book"
 VERDICT_FILE = BUILD / "logs" / "build.json"
+EXECUTED_FILE = BUILD / "logs" / "executed.json"  # written once every notebook has run
 EVAL = re.compile(r"\{eval\}(`+)(.+?)\1")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -45,8 +46,7 @@ def toc_files(config: dict) -> list[str]:
 
 
 def jax_cache_env() -> dict[str, str]:
-    """JAX's compilation cache for every kernel and test: same code, compiled once. The size
-    limit turns on its file lock; each write then scans the cache, so quick ones are not kept."""
+    """JAX's compilation cache, shared by the kernels (a size limit turns on its file lock)."""
     return {
         "JAX_COMPILATION_CACHE_DIR": str(BUILD / "jax-cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.05",
@@ -136,6 +136,7 @@ def build(theme: str | None, jobs: int) -> None:
             problems += [run.result()] if run.result() else []
             state = "failed" if run.result() else "done"
             print(f"  {runs[run]}: {state} at {time.perf_counter() - start:.0f} s", flush=True)
+    EXECUTED_FILE.write_text(json.dumps({"problems": problems}))  # the site renders next
     render = [sys.executable, "-m", "jupyter_book", "build", "--html", "--strict"]
     rc = subprocess.run(render, cwd=STAGE).returncode
     for name in ("site", "html"):
@@ -158,6 +159,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C stops at once, kernels too
     start, error = time.perf_counter(), None
     VERDICT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    EXECUTED_FILE.unlink(missing_ok=True)
     VERDICT_FILE.write_text(json.dumps({"html": False, "error": "the build did not finish"}))
     try:
         if shutil.which("node") is None:

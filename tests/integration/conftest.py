@@ -1,11 +1,12 @@
 """One build of the book serves every integration test.
 
 ``scripts/build_book.py`` (what ``make book`` runs) starts once the tests are collected and
-runs in the background while the unit tests run; the session fixture ``book`` waits for it
-before the first integration test. The build executes every notebook of the table of contents
-once (side by side, one per core), writes the posterior artifacts the agreement tests
-read (``notebooks/artifacts/``), every page's content (``_build/site/content/``) and the
-HTML site the browser tests load (``_build/html/``).
+runs in the background while the unit tests run. It executes every notebook of the table of
+contents once (side by side, one per core), which writes the posterior artifacts
+(``notebooks/artifacts/``); then it renders every page's content (``_build/site/content/``)
+and the HTML site the browser tests load (``_build/html/``). The integration tests wait for
+the first part (fixture ``executed``); those that read the site ask for ``book``, which waits
+for the second, and run last, while the browser loads the pages in the background.
 
 ``pytest --reuse-book`` tests what an earlier build left in ``_build`` instead (quicker
 while working on the tests themselves; ``make test`` always builds afresh).
@@ -13,6 +14,7 @@ while working on the tests themselves; ``make test`` always builds afresh).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -71,6 +73,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     env.pop("BASE_URL", None)  # the browser tests serve the site at the root
     LOGS.mkdir(parents=True, exist_ok=True)
     VERDICT.unlink(missing_ok=True)
+    EXECUTED.unlink(missing_ok=True)
     with OUTPUT.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "build_book.py")],
@@ -85,37 +88,66 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Stop the browser run, and a build still running when the session ends early (Ctrl-C, -x)."""
-    run = config.stash.get(BROWSER_KEY, None)
-    if run is not None and not isinstance(run, str):
-        run.close()
+    """Stop a build still running when the session ends early (Ctrl-C, -x), then the browser."""
     proc, _ = config.stash.get(BUILD_KEY, (None, 0.0))
     if proc is not None and proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)  # its notebook kernels see their parent go, and exit
         proc.wait()
+    finished = config.stash.get(FINISHED_KEY, None)
+    if finished is not None:
+        concurrent.futures.wait([finished])  # the browser run starts there
+    run = config.stash.get(BROWSER_KEY, None)
+    if run is not None and not isinstance(run, str):
+        run.close()
+
+
+EXECUTED = LOGS / "executed.json"  # the build writes it once every notebook has run
+FINISHED_KEY = pytest.StashKey[concurrent.futures.Future]()
 
 
 @pytest.fixture(scope="session", autouse=True)
+def executed(request: pytest.FixtureRequest) -> None:
+    """Every integration test waits until the notebooks have run: their artifacts and executed
+    copies are then written. The site still renders; the tests that read it ask for ``book``."""
+    config = request.config
+    if config.getoption("--reuse-book"):
+        return
+    proc, _ = config.stash[BUILD_KEY]
+    while proc.poll() is None and not EXECUTED.is_file():
+        time.sleep(0.2)
+    # When the render ends, the browser starts loading the pages while the other tests run.
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="book")
+    config.stash[FINISHED_KEY] = pool.submit(finish_build, config)
+    pool.shutdown(wait=False)
+
+
+def finish_build(config: pytest.Config) -> Book:
+    proc, start = config.stash[BUILD_KEY]
+    returncode = proc.wait()
+    seconds = time.perf_counter() - start
+    output = OUTPUT.read_text(encoding="utf-8", errors="replace")
+    verdict = (
+        json.loads(VERDICT.read_text(encoding="utf-8"))
+        if VERDICT.is_file()
+        else {"error": "no verdict written"}
+    )
+    built = Book(returncode, output, verdict, seconds)
+    config.stash[BOOK_KEY] = built
+    start_browser(config, built)
+    return built
+
+
+@pytest.fixture(scope="session")
 def book(request: pytest.FixtureRequest) -> Book:
-    if request.config.getoption("--reuse-book"):
-        if not (OUTPUT.is_file() and VERDICT.is_file()):
-            pytest.fail(f"--reuse-book: no earlier build in {LOGS} (run the tests once)")
-        verdict = json.loads(VERDICT.read_text(encoding="utf-8"))
-        built = Book(
-            0 if "error" not in verdict else 1, OUTPUT.read_text(encoding="utf-8"), verdict, None
-        )
-    else:
-        proc, start = request.config.stash[BUILD_KEY]
-        returncode = proc.wait()
-        seconds = time.perf_counter() - start
-        output = OUTPUT.read_text(encoding="utf-8", errors="replace")
-        verdict = (
-            json.loads(VERDICT.read_text(encoding="utf-8"))
-            if VERDICT.is_file()
-            else {"error": "no verdict written"}
-        )
-        built = Book(returncode, output, verdict, seconds)
-        request.config.stash[BOOK_KEY] = built
+    """The finished build: the site rendered too."""
+    if not request.config.getoption("--reuse-book"):
+        return request.config.stash[FINISHED_KEY].result()
+    if not (OUTPUT.is_file() and VERDICT.is_file()):
+        pytest.fail(f"--reuse-book: no earlier build in {LOGS} (run the tests once)")
+    verdict = json.loads(VERDICT.read_text(encoding="utf-8"))
+    built = Book(
+        0 if "error" not in verdict else 1, OUTPUT.read_text(encoding="utf-8"), verdict, None
+    )
     start_browser(request.config, built)
     return built
 
@@ -125,7 +157,7 @@ PATTERNS = ("pattern1", "pattern2", "pattern3")
 
 
 @pytest.fixture(scope="session")
-def artifacts(book: Book) -> dict:
+def artifacts() -> dict:
     """The posterior files of the three pattern notebooks (ArviZ InferenceData), read once."""
     import arviz as az
 
@@ -166,11 +198,11 @@ BROWSER_TESTS_KEY = pytest.StashKey[bool]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The browser tests run last: the pages load in the background while the rest run."""
-    browser_tests = [i for i in items if i.path.name == "test_browser.py"]
-    config.stash[BROWSER_TESTS_KEY] = bool(browser_tests)
-    if browser_tests:
-        items[:] = [i for i in items if i.path.name != "test_browser.py"] + browser_tests
+    """The tests of the rendered site run last, the browser's at the very end: the site renders,
+    then the pages load in the background, while the tests of the executed notebooks run."""
+    config.stash[BROWSER_TESTS_KEY] = any(i.path.name == "test_browser.py" for i in items)
+    last = {"test_book.py": 1, "test_browser.py": 2}
+    items.sort(key=lambda i: last.get(i.path.name, 0))  # stable: the order within each is kept
 
 
 BOOK_KEY = pytest.StashKey[Book]()

@@ -96,6 +96,13 @@ def test_build_script_succeeds(book) -> None:
     assert "make serve" in book.output, "the closing message does not say how to view the site"
 
 
+def test_notebooks_ran_before_the_site_rendered(book) -> None:
+    """The build says when every notebook has run (the tests of their artifacts start then)."""
+    executed = ROOT / "_build" / "logs" / "executed.json"
+    assert json.loads(executed.read_text(encoding="utf-8")) == {"problems": []}
+    assert executed.stat().st_mtime <= (ROOT / "_build" / "html" / "index.html").stat().st_mtime
+
+
 def test_build_log_has_no_warnings_or_errors(book) -> None:
     flagged = sorted(
         {

@@ -19,7 +19,7 @@ one (the theme follows ``prefers-color-scheme``). A page fails when
   ``#fragment`` that no element of its target page carries.
 
 The pages are loaded in the background as soon as the book is built (``browser.BrowserRun``,
-started by ``conftest.book``), while the other integration tests run; these tests run last.
+started by ``conftest.finish_build``), while the other integration tests run; these tests run last.
 
 A screenshot of every page as a reader sees it, top to bottom in the light scheme and its
 first screen in the dark one, goes to ``_build/screenshots/{light,dark}/`` (git-ignored).

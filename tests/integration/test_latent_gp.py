@@ -172,7 +172,7 @@ def log_joint(ell, amp, mu, u) -> float:
 
 
 @pytest.fixture(scope="module")
-def idata(book):
+def idata():
     if not ARTIFACT.is_file():
         pytest.fail(
             f"{ARTIFACT} not found: run notebooks/08_latent_gp.ipynb first "

@@ -16,7 +16,7 @@ RESULTS = ROOT / "crosscheck" / "results.json"
 EXECUTED = ROOT / "_build" / "book" / "notebooks" / "10_verification.ipynb"
 
 
-def test_page_renders_the_results(book) -> None:
+def test_page_renders_the_results() -> None:
     nb = nbformat.read(EXECUTED, as_version=4)
     shown = json.dumps([c.get("outputs", []) for c in nb.cells])
     results = json.loads(RESULTS.read_text())
