@@ -31,6 +31,7 @@ import pytest
 import scipy.linalg
 import scipy.stats
 from numpyro import handlers
+from numpyro.distributions.kl import kl_divergence
 from numpyro.infer import TraceMeanField_ELBO
 
 from pyrox_lite import (
@@ -247,6 +248,41 @@ def test_the_minibatch_estimate_is_unbiased():
     se = values.std(ddof=1) / np.sqrt(len(values))
     assert values.std() > 1.0  # the estimates do vary from batch to batch
     assert abs(values.mean() - full) <= 3 * se, (values.mean(), full, se)
+
+
+def test_the_kl_from_the_whitened_prior_is_numpyros_gaussian_kl_without_a_cubic_solve():
+    q_mean, q_sqrt = random_q(M, 6)
+    guide = dist.MultivariateNormal(q_mean, scale_tril=q_sqrt)
+    general = dist.MultivariateNormal(jnp.zeros(M), scale_tril=jnp.eye(M))
+    ours = kl_divergence(guide, sparse.WhitenedPrior(M))
+    assert rel(ours, kl_divergence(guide, general)) <= 1e-12
+    assert rel(ours, sparse.whitened_kl(q_mean, q_sqrt)) == 0.0
+
+    def solves(prior):
+        jaxpr = jax.make_jaxpr(
+            lambda s: kl_divergence(dist.MultivariateNormal(q_mean, scale_tril=s), prior)
+        )
+        return str(jaxpr(q_sqrt)).count("triangular_solve")
+
+    assert solves(general) >= 1 and solves(sparse.WhitenedPrior(M)) == 0
+
+
+def test_the_minibatch_indices_are_drawn_at_once():
+    """The plate's own draw of B of N indices is a scan of B steps on CPU; the model draws
+    them in one call and hands them to the plate, which still scales by N / B."""
+    module = svgp3()
+    params = {"svgp.inducing": Z0, "svgp.u_loc": jnp.zeros(M), "svgp.u_scale_tril": jnp.eye(M)}
+    model = handlers.substitute(conditioned(module, THETA), data=params)
+
+    def run(key):
+        return handlers.trace(handlers.seed(model, key)).get_trace(X, Y, batch_size=8)
+
+    trace = run(jax.random.key(3))
+    idx = np.asarray(trace["data"]["value"])
+    assert idx.shape == (8,) and idx.min() >= 0 and idx.max() < N
+    assert trace["y"]["scale"] == pytest.approx(N / 8)
+    np.testing.assert_array_equal(trace["y"]["value"], Y[idx])
+    assert "scan" not in str(jax.make_jaxpr(lambda k: run(k)["y"]["value"])(jax.random.key(3)))
 
 
 # ---------------------------------------------------------------------------
