@@ -137,7 +137,8 @@ def gp_log_marginal(y: ArrayLike, cov: ArrayLike) -> Array:
     y, cov = as_float(y), as_float(cov)
     if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2] or y.shape[-1:] != cov.shape[-1:]:
         raise ValueError(
-            f"`cov` must have shape (..., N, N) and `y` shape (..., N); got {cov.shape} and {y.shape}."
+            f"`cov` must have shape (..., N, N) and `y` shape (..., N); got {cov.shape} and "
+            f"{y.shape}."
         )
     check_not_empty(cov.shape[-1], "`cov`")
     check_precision(cov, "cov")

@@ -156,7 +156,9 @@ class PyroxParam(eqx.Module):
     the values only, stop at each ``PyroxParam`` and rebuild it::
 
         jax.tree_util.tree_map(
-            lambda p: eqx.tree_at(lambda q: q.init, p, f(p.init)) if isinstance(p, PyroxParam) else p,
+            lambda p: (
+                eqx.tree_at(lambda q: q.init, p, f(p.init)) if isinstance(p, PyroxParam) else p
+            ),
             module,
             is_leaf=lambda node: isinstance(node, PyroxParam),
         )

@@ -200,11 +200,13 @@ def collapsed(
         \le \log \mathcal N(\mathbf y \mid 0, \tilde K_{XX} + \sigma^2 I).
 
     The first term is evaluated through the :math:`M \times M` matrix
-    :math:`B = I + \sigma^{-2} A A^\top = L_B L_B^\top`, with :math:`\mathbf c = L_B^{-1} A\mathbf y`:
+    :math:`B = I + \sigma^{-2} A A^\top = L_B L_B^\top`, with
+    :math:`\mathbf c = L_B^{-1} A\mathbf y`:
 
     .. math:: \log \mathcal N(\mathbf y \mid 0, Q + \sigma^2 I) = -\tfrac N2 \log 2\pi
         - N\log\sigma - \textstyle\sum_j \log (L_B)_{jj}
-        - \frac{1}{2\sigma^2}\left(\mathbf y^\top\mathbf y - \sigma^{-2}\mathbf c^\top\mathbf c\right).
+        - \frac{1}{2\sigma^2}\left(\mathbf y^\top\mathbf y
+        - \sigma^{-2}\mathbf c^\top\mathbf c\right).
 
     The trace term is :math:`\sum_i d_i`. Setting the derivatives of :func:`svgp_elbo` (all data,
     no minibatch) with respect to :math:`\mathbf m` and :math:`SS^\top` to zero gives
