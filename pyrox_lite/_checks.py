@@ -1,8 +1,6 @@
-"""Input validation shared by the package. Checks on values run only when the
-values are concrete (eagerly, before any NUTS run); under ``jit`` they are
-skipped, because a traced value cannot be inspected without a runtime cost.
-Checks on shapes and dtypes, which are known while tracing, add nothing to the
-compiled program either."""
+"""Input validation shared by the package. Checks on values run only when the values are
+concrete (eagerly, before any NUTS run): a traced value cannot be inspected without a runtime
+cost. Checks on shapes and dtypes, known while tracing, add nothing to a compiled program."""
 
 from __future__ import annotations
 
@@ -44,9 +42,8 @@ X64_FIX = 'jax.config.update("jax_enable_x64", True)'
 
 
 def check_precision(x: Array, name: str) -> None:
-    """Warn when ``x`` is in less than double precision (JAX's default unless float64 is
-    enabled). A warning, not an error: a small, well-conditioned GP does work in float32;
-    where it breaks the Cholesky factorisation, :func:`check_factorised` raises."""
+    """Warn when ``x`` is in less than double precision. Not an error: a small, well-conditioned
+    GP works in float32; where the Cholesky factorisation fails, :func:`check_factorised` raises."""
     if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 64:
         warnings.warn(
             f"`{name}` is {x.dtype}: float64 is not enabled. The Cholesky factorisation of a GP "
@@ -58,15 +55,10 @@ def check_precision(x: Array, name: str) -> None:
 
 
 def check_factorised(result: Array, cov: Array, what: str, y: Array | None = None) -> None:
-    """Raise if an eager ``result`` computed from the Cholesky factor of ``cov`` (and
-    from ``y``) is not finite, saying why.
-
-    NaN in ``y`` is named first. Otherwise the Cholesky factorisation failed (a
-    covariance that is not positive definite at the working precision fills its
-    factor with NaN, and NaN reaches every result computed from it). Run only on
-    concrete values: under ``jit`` or ``grad`` nothing is checked, so nothing is
-    added to the compiled program.
-    """
+    """Raise if an eager ``result`` computed from the Cholesky factor of ``cov`` (and from ``y``)
+    is not finite, saying why: NaN in ``y``, else a failed factorisation (a covariance that is not
+    positive definite at the working precision fills its factor with NaN). Under ``jit`` or
+    ``grad`` nothing is checked."""
     value = concrete(result)
     if value is None or np.all(np.isfinite(value)):
         return
@@ -90,13 +82,11 @@ def check_factorised(result: Array, cov: Array, what: str, y: Array | None = Non
     )
     raise np.linalg.LinAlgError(
         f"{what}: the Cholesky factorisation of the {n} x {n} covariance failed (it is not "
-        f"positive definite at {cov.dtype} precision), so the result is NaN.{detail} Likely causes: "
-        f"(1) precision: {precision}; "
-        f"(2) jitter: the covariance is nearly singular, as when the lengthscale is long "
-        f"compared with the spacing of the inputs and the noise is tiny; raise the noise or "
-        f"the jitter; "
-        f"(3) scale of the data: standardise x and y (zero mean, unit variance) so that the "
-        f"hyperparameters are of order one."
+        f"positive definite at {cov.dtype} precision), so the result is NaN.{detail} Likely "
+        f"causes: (1) precision: {precision}; (2) jitter: the covariance is nearly singular, as "
+        f"when the lengthscale is long compared with the spacing of the inputs and the noise is "
+        f"tiny; raise the noise or the jitter; (3) scale of the data: standardise x and y (zero "
+        f"mean, unit variance) so that the hyperparameters are of order one."
     )
 
 
@@ -138,7 +128,7 @@ def check_data(
 
 
 def check_same_features(x: Array, x_test: Array) -> None:
-    """Raise unless ``x`` and ``x_test`` have the same number of features (``(N,)`` counts as one)."""
+    """Raise unless ``x`` and ``x_test`` have as many features (``(N,)`` counts as one)."""
     d, d_test = (1 if a.ndim == 1 else a.shape[1] for a in (x, x_test))
     if d != d_test:
         raise ValueError(

@@ -1,16 +1,14 @@
 """Stationary covariance functions and their sums and products.
 
-Each kernel's math lives in one pure function (:func:`rbf`, :func:`matern32`,
-:func:`matern52`, :func:`periodic`, :func:`rational_quadratic`) from two sets of
-inputs, shape ``(N,)`` or ``(N, D)``, and the hyperparameters to a Gram matrix.
-The plain :class:`equinox.Module` kernels below hold the hyperparameters as array
-leaves and call those functions, as do the ``Parameterized`` kernels of
-:mod:`pyrox_lite.gp`; both families share one implementation of the call, of
-``k1 + k2`` (a :class:`Sum`) and of ``k1 * k2`` (a :class:`Product`).
+Each kernel's math lives in one pure function, from two sets of inputs, shape ``(N,)`` or
+``(N, D)``, and the hyperparameters to a Gram matrix. The plain :class:`equinox.Module`
+kernels below hold the hyperparameters as array leaves and call those functions, as do the
+``Parameterized`` kernels of :mod:`pyrox_lite.gp`; both families share one implementation of
+the call, of ``k1 + k2`` (a :class:`Sum`) and of ``k1 * k2`` (a :class:`Product`).
 
-``amplitude=None`` builds a kernel without an amplitude (a unit variance). In a
-product only the first factor may carry one: two amplitudes multiply, and two
-parameters whose product is all the data can see are not identified.
+``amplitude=None`` builds a kernel without an amplitude (a unit variance). In a product only
+the first factor may carry one: two amplitudes multiply, and two parameters whose product is
+all the data can see are not identified.
 """
 
 from __future__ import annotations
@@ -31,31 +29,17 @@ from jax.typing import ArrayLike
 
 from ._checks import as_float, check_positive
 
-__all__ = [
-    "rbf",
-    "matern32",
-    "matern52",
-    "periodic",
-    "rational_quadratic",
-    "AbstractKernel",
-    "Stationary",
-    "RBF",
-    "Matern32",
-    "Matern52",
-    "Periodic",
-    "RationalQuadratic",
-    "Sum",
-    "Product",
-]
+FUNCTIONS = ["rbf", "matern32", "matern52", "periodic", "rational_quadratic"]
+# A class per function, of the same name in both families (here and in pyrox_lite.gp).
+CLASSES = ["RBF", "Matern32", "Matern52", "Periodic", "RationalQuadratic"]
+__all__ = [*FUNCTIONS, "AbstractKernel", "Stationary", *CLASSES, "Sum", "Product"]
 
 
 def _as_2d(x: ArrayLike, name: str) -> Array:
     x = as_float(x)
-    if x.ndim == 1:
-        return x[:, None]
-    if x.ndim == 2:
-        return x
-    raise ValueError(f"`{name}` must have shape (N,) or (N, D); got shape {x.shape}.")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"`{name}` must have shape (N,) or (N, D); got shape {x.shape}.")
+    return x[:, None] if x.ndim == 1 else x
 
 
 def _pair(x1: ArrayLike, x2: ArrayLike) -> tuple[Array, Array]:
@@ -65,9 +49,8 @@ def _pair(x1: ArrayLike, x2: ArrayLike) -> tuple[Array, Array]:
     # is then the same whether or not the caller converted x to a JAX array first.
     b = a if x2 is x1 else _as_2d(x2, "x2")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"`x1` and `x2` must have the same number of features; got {a.shape[1]} and {b.shape[1]}."
-        )
+        d1, d2 = a.shape[1], b.shape[1]
+        raise ValueError(f"`x1` and `x2` must have the same number of features; got {d1} and {d2}.")
     return a, b
 
 
@@ -92,14 +75,10 @@ def scaled_sqdist(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike) -> Array
 
 @jax.custom_jvp
 def _safe_sqrt(r2: Array) -> Array:
-    """``sqrt(r2)`` whose derivatives of every order are 0 instead of infinite where ``r2 == 0``.
-
-    The Matern kernels are smooth at r = 0 and ``r2`` has zero derivative there, so
-    the product should be 0, not ``inf * 0``. Only the derivative is special-cased (a
-    double-``where`` on the value was seen to produce NaN gradients under
-    ``jit(vmap(grad(...)))`` on CPU), and the rule calls this function again, so
-    its own derivative (a Hessian's) is safe too.
-    """
+    """``sqrt(r2)`` whose derivatives of every order are 0, not infinite, where ``r2 == 0``: the
+    Matérn kernels are smooth at r = 0, where ``r2`` has zero derivative. Only the derivative is
+    special-cased (a double-``where`` on the value gave NaN gradients under
+    ``jit(vmap(grad(...)))`` on CPU); the rule calls this function again, so Hessians are safe."""
     return jnp.sqrt(r2)
 
 
@@ -112,18 +91,14 @@ def _safe_sqrt_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array
 
 
 def rbf(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, amplitude: ArrayLike) -> Array:
-    r"""Radial basis function (squared exponential) kernel.
+    r"""Radial basis function (squared exponential) kernel: the Gram matrix, shape
+    ``(N1, N2)``, of inputs ``x1`` of shape ``(N1,)`` or ``(N1, D)`` and ``x2`` likewise.
 
     .. math:: k(x, x') = \alpha^2 \exp\!\left(-\frac{|x - x'|^2}{2\ell^2}\right)
 
     Args:
-        x1: inputs, shape ``(N1,)`` or ``(N1, D)``.
-        x2: inputs, shape ``(N2,)`` or ``(N2, D)``.
         lengthscale: :math:`\ell > 0`, scalar or shape ``(D,)``.
         amplitude: :math:`\alpha > 0`, the signal standard deviation.
-
-    Returns:
-        The Gram matrix, shape ``(N1, N2)``.
     """
     return as_float(amplitude) ** 2 * jnp.exp(-0.5 * scaled_sqdist(x1, x2, lengthscale))
 
@@ -154,18 +129,17 @@ def matern52(x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, amplitude: Ar
 def periodic(
     x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, period: ArrayLike, amplitude: ArrayLike
 ) -> Array:
-    r"""Periodic (exp-sine-squared) kernel; with several features, the product over the
-    features of the one-feature kernel.
+    r"""Periodic (exp-sine-squared) kernel; with several features, the product of the
+    one-feature kernels.
 
     .. math:: k(x, x') = \alpha^2 \exp\!\left(-\frac{2}{\ell^2} \sum_{d=1}^{D}
         \sin^2\!\left(\frac{\pi (x_d - x'_d)}{p}\right)\right)
 
-    A function drawn with this kernel repeats exactly every :math:`p` along each feature;
-    the lengthscale :math:`\ell` sets how wiggly one period is, in units of the sine (as
-    in scikit-learn's ``ExpSineSquared``, which equals this kernel for one feature). A
-    product of valid kernels is valid; the sine of the Euclidean distance is not, for
-    D > 1 (its Gram matrices can have negative eigenvalues). ``lengthscale`` and
-    ``period`` (in the units of the inputs) are scalars; the rest as for :func:`rbf`.
+    A draw repeats exactly every :math:`p` along each feature; :math:`\ell` sets how wiggly
+    one period is, in units of the sine (as in scikit-learn's ``ExpSineSquared``, equal for one
+    feature). A product of valid kernels is valid; the sine of the Euclidean distance is not,
+    for D > 1 (its Gram matrices can have negative eigenvalues). ``lengthscale`` and ``period``
+    (in input units) are scalars; the rest as for :func:`rbf`.
     """
     a, b = _pair(x1, x2)
     ell, p = _scalar(lengthscale, "lengthscale"), _scalar(period, "period")
@@ -179,15 +153,13 @@ def periodic(
 def rational_quadratic(
     x1: ArrayLike, x2: ArrayLike, lengthscale: ArrayLike, alpha: ArrayLike, amplitude: ArrayLike
 ) -> Array:
-    r"""Rational-quadratic kernel, with :math:`r = |x - x'| / \ell` and shape
-    :math:`\alpha_{\mathrm{RQ}}` (the argument ``alpha``).
+    r"""Rational-quadratic kernel, with :math:`r = |x - x'| / \ell` and shape :math:`a` (the
+    scalar ``alpha``); the rest as for :func:`rbf`.
 
-    .. math:: k(x, x') = \alpha^2 \left(1 + \frac{r^2}{2 \alpha_{\mathrm{RQ}}}\right)^{-\alpha_{\mathrm{RQ}}}
+    .. math:: k(x, x') = \alpha^2 \left(1 + \frac{r^2}{2 a}\right)^{-a}
 
-    A scale mixture of RBF kernels whose inverse squared lengthscales are gamma
-    distributed: small :math:`\alpha_{\mathrm{RQ}}` mixes many lengthscales, and as
-    :math:`\alpha_{\mathrm{RQ}} \to \infty` the kernel becomes :func:`rbf`. ``alpha`` is
-    a scalar; the rest as for :func:`rbf`.
+    A scale mixture of RBF kernels whose inverse squared lengthscales are gamma distributed:
+    small :math:`a` mixes many lengthscales; as :math:`a \to \infty` it becomes :func:`rbf`.
     """
     shape = _scalar(alpha, "alpha")
     r2 = scaled_sqdist(x1, x2, lengthscale)
@@ -198,18 +170,10 @@ def _optional(value: ArrayLike | None) -> Array | None:
     return None if value is None else as_float(value)
 
 
-def _qualname(obj: object) -> str:
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
-
-
 class KernelAlgebra(eqx.Module):
-    """What the kernels of both families share: ``k1 + k2`` and ``k1 * k2``.
-
-    Each family's base class sets ``family`` to ``(base, Sum, Product)``; the
-    result of ``+`` or ``*`` is that family's ``Sum`` or ``Product``, with nested
-    composites of the same kind flattened, so ``k1 + k2 + k3`` has three terms.
-    Not part of the API.
-    """
+    """What the kernels of both families share (not part of the API): ``k1 + k2`` and ``k1 * k2``
+    give the ``Sum`` and ``Product`` of the family ``(base, Sum, Product)`` that each family's
+    base class sets, flattening nested composites of one kind (``k1 + k2 + k3``: three terms)."""
 
     family: ClassVar[tuple[type, type, type]]
 
@@ -227,15 +191,6 @@ class KernelAlgebra(eqx.Module):
         return getattr(self, name)
 
     def _combine(self, other: Any, composite: type) -> Any:
-        base = self.family[0]
-        if not isinstance(other, base):
-            number = " (a number is not a kernel: scale a kernel by its amplitude)"
-            raise TypeError(
-                f"A kernel of {base.__module__} can only be combined with another kernel of "
-                f"{base.__module__}; got {_qualname(other)}"
-                f"{number if isinstance(other, (int, float)) else ''}. Build every part of a "
-                f"composite kernel from one family."
-            )
         parts = [p for k in (self, other) for p in (k.parts if isinstance(k, composite) else (k,))]
         return composite(tuple(parts))
 
@@ -244,9 +199,7 @@ class KernelAlgebra(eqx.Module):
 
     def __radd__(self, other: Any) -> Any:
         # sum([k1, k2]) starts from 0; any other left operand is not a kernel.
-        return (
-            self if isinstance(other, int) and other == 0 else self._combine(other, self.family[1])
-        )
+        return self if isinstance(other, int) and other == 0 else self + other
 
     def __mul__(self, other: Any) -> Any:
         return self._combine(other, self.family[2])
@@ -255,10 +208,9 @@ class KernelAlgebra(eqx.Module):
 
 
 class Declared(KernelAlgebra):
-    """A kernel declared by its fields and its covariance function ``fn``: calling it
-    returns ``fn(x1, x2, *hyperparameters)``, the fields' values in declaration order
-    (``amplitude=None`` gives 1; no other field may be None). Shared by both families;
-    not part of the API."""
+    """A kernel declared by its fields and its covariance function ``fn``: calling it returns
+    ``fn(x1, x2, *values)``, the fields' values in declaration order (``amplitude=None``
+    gives 1; no other field may be None). Shared by both families; not part of the API."""
 
     fn: ClassVar[Callable[..., Array]]
 
@@ -286,8 +238,12 @@ class Composite(KernelAlgebra):
             raise ValueError(f"{kind} needs at least two kernels; got {len(self.parts)}.")
         for i, part in enumerate(self.parts):
             if not isinstance(part, base):
+                number = " (a number is not a kernel: scale a kernel by its amplitude)"
                 raise TypeError(
-                    f"{kind}: part {i} must be a kernel of {base.__module__}; got {_qualname(part)}."
+                    f"{kind}: part {i} must be a kernel of {base.__module__}; got "
+                    f"{type(part).__module__}.{type(part).__qualname__}"
+                    f"{number if isinstance(part, (int, float)) else ''}. Build every part of a "
+                    f"composite kernel from one family."
                 )
         self._check_amplitudes()
 
@@ -327,8 +283,7 @@ class ProductOf(Composite):
 
 
 class AbstractKernel(KernelAlgebra):
-    """Base of the plain kernels: ``kernel(x1, x2)`` returns a Gram matrix, and
-    ``k1 + k2`` and ``k1 * k2`` return a :class:`Sum` and a :class:`Product`."""
+    """Base of the plain kernels: ``kernel(x1, x2)`` returns a Gram matrix."""
 
 
 class _Plain(Declared, AbstractKernel):
@@ -347,12 +302,7 @@ class _Plain(Declared, AbstractKernel):
 
 
 class Stationary(_Plain):
-    """A plain Equinox kernel: the hyperparameters are ordinary array leaves.
-
-    Subclasses only choose the covariance function ``fn``. Calling the module
-    returns the Gram matrix ``fn(x1, x2, lengthscale, amplitude)``;
-    ``amplitude=None`` means a unit amplitude that is not a parameter.
-    """
+    """A plain kernel of ``lengthscale`` and ``amplitude``; subclasses choose ``fn``."""
 
     lengthscale: Array = eqx.field(converter=as_float)
     amplitude: Array | None = eqx.field(converter=_optional)
@@ -386,8 +336,7 @@ class Periodic(_Plain):
 
 
 class RationalQuadratic(_Plain):
-    """Plain rational-quadratic kernel module, with ``alpha`` the shape; see
-    :func:`rational_quadratic`."""
+    """Plain rational-quadratic kernel module of shape ``alpha``; see :func:`rational_quadratic`."""
 
     lengthscale: Array = eqx.field(converter=as_float)
     alpha: Array = eqx.field(converter=as_float)
@@ -396,19 +345,13 @@ class RationalQuadratic(_Plain):
 
 
 class Sum(SumOf, AbstractKernel):
-    """The sum of plain kernels: ``k(x, x') = k_1(x, x') + k_2(x, x') + ...``.
-
-    Usually built with ``+``; ``parts`` is the tuple of terms (at least two), each a
-    plain kernel, with nested sums flattened into one.
-    """
+    """The sum of the plain kernels ``parts`` (at least two, nested sums flattened); usually
+    built with ``+``."""
 
 
 class Product(ProductOf, AbstractKernel):
-    """The product of plain kernels: ``k(x, x') = k_1(x, x') k_2(x, x') ...``.
-
-    Usually built with ``*``; ``parts`` is the tuple of factors (at least two). Only
-    the first factor may carry an amplitude; build the others with ``amplitude=None``.
-    """
+    """The product of the plain kernels ``parts`` (at least two); usually built with ``*``. Only
+    the first factor may carry an amplitude; build the others with ``amplitude=None``."""
 
 
 AbstractKernel.family = (AbstractKernel, Sum, Product)

@@ -1,19 +1,16 @@
 r"""The Gaussian likelihood, integrated against a GP prior.
 
 With :math:`f \sim \mathcal{GP}(0, k)` and :math:`y_i = f(x_i) + \varepsilon_i`,
-:math:`\varepsilon_i \sim \mathcal{N}(0, \sigma^2)`, the targets are jointly
-Gaussian, :math:`y \sim \mathcal{N}(0, K + \sigma^2 I)`. We add a fixed
-``JITTER * I`` to the covariance for numerical safety.
+:math:`\varepsilon_i \sim \mathcal{N}(0, \sigma^2)`, the targets are jointly Gaussian,
+:math:`y \sim \mathcal{N}(0, K + \sigma^2 I)`; a fixed ``JITTER * I`` is added for numerical
+safety. :func:`gp_log_marginal` evaluates the log density from one Cholesky factor, and its
+hand-derived derivative reuses that factor. It is a JVP rule, linear in the tangents,
 
-:func:`gp_log_marginal` evaluates the log density from one Cholesky factor and
-has a hand-derived derivative that reuses that factor instead of differentiating
-through the factorisation. It is a JVP rule, linear in the tangents,
+.. math:: d \log p = -\alpha^\top dy + \tfrac12 \alpha^\top dC\, \alpha
+    - \tfrac12 \langle C^{-1}, dC \rangle, \qquad \alpha = C^{-1} y,
 
-.. math:: d \log p = -\alpha^\top dy + \tfrac12 \alpha^\top dC\, \alpha - \tfrac12 \langle C^{-1}, dC \rangle,
-    \qquad \alpha = C^{-1} y,
-
-so forward mode (``jax.jvp``, ``jax.jacfwd``) uses it directly and JAX transposes it
-for reverse mode (``jax.grad``), where it gives the gradient
+so forward mode (``jax.jvp``, ``jax.jacfwd``) uses it directly and JAX transposes it for
+reverse mode (``jax.grad``), where it gives the gradient
 :math:`\partial \log p / \partial C = \tfrac12(\alpha\alpha^\top - C^{-1})`.
 """
 
@@ -100,11 +97,9 @@ def _logpdf(y: Array, cov: Array) -> Array:
 
 @functools.partial(_logpdf.defjvp, symbolic_zeros=True)
 def _logpdf_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> tuple[Array, Array]:
-    # d log p = -alpha^T dy + 1/2 alpha^T dC alpha - 1/2 <C^{-1}, dC>. Everything but the
-    # tangents is a primal value (alpha, C^{-1}), so the rule is linear in (dy, dC) and JAX
-    # transposes it for reverse mode: there the primal values are residuals of the forward
-    # pass and the backward pass is a few O(N^2) products. C^{-1} is built only when the
-    # covariance has a tangent (SymbolicZero marks an input that is not differentiated).
+    # The rule of the module's docstring. alpha and C^{-1} are primal values, so the rule is
+    # linear in (dy, dC) and, transposed for reverse mode, a few O(N^2) products. C^{-1} is
+    # built only when the covariance has a tangent (SymbolicZero: not differentiated).
     y, cov = primals
     dy, dcov = tangents
     value, chol, alpha = _factor(y, cov)
@@ -122,24 +117,19 @@ def _logpdf_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> 
 
 
 def gp_log_marginal(y: ArrayLike, cov: ArrayLike) -> Array:
-    r"""Log density of ``y`` under :math:`\mathcal{N}(0, C)`: the GP marginal likelihood.
+    r"""Log density, shape ``(...)``, of ``y``, shape ``(..., N)``, under :math:`\mathcal{N}(0, C)`:
+    the GP marginal likelihood. One Cholesky factor serves the value and the derivative.
 
     .. math:: \log p(y) = -\tfrac12 y^\top C^{-1} y - \tfrac12 \log|C| - \tfrac{N}{2}\log 2\pi
 
     Args:
-        y: targets, shape ``(..., N)``.
-        cov: symmetric positive-definite covariance, shape ``(..., N, N)``, already
-            including noise and jitter.
-
-    Returns:
-        The log density, shape ``(...)``. One Cholesky factorisation serves both
-        the value and the derivative, in forward and in reverse mode.
+        cov: symmetric positive-definite covariance, shape ``(..., N, N)``, already including
+            noise and jitter.
 
     Raises:
         ValueError: for mismatched shapes, N = 0, or NaN in ``y``.
-        numpy.linalg.LinAlgError: in an eager call whose Cholesky factorisation fails;
-            the message names the likely causes (precision, jitter, scale of the data).
-            Under ``jit`` nothing is checked and the result is NaN.
+        numpy.linalg.LinAlgError: in an eager call whose Cholesky factorisation fails, naming
+            the likely causes. Under ``jit`` nothing is checked and the result is NaN.
 
     Warns:
         UserWarning: when float64 is not enabled.
@@ -147,7 +137,8 @@ def gp_log_marginal(y: ArrayLike, cov: ArrayLike) -> Array:
     y, cov = as_float(y), as_float(cov)
     if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2] or y.shape[-1:] != cov.shape[-1:]:
         raise ValueError(
-            f"`cov` must have shape (..., N, N) and `y` shape (..., N); got {cov.shape} and {y.shape}."
+            f"`cov` must have shape (..., N, N) and `y` shape (..., N); got {cov.shape} and "
+            f"{y.shape}."
         )
     check_not_empty(cov.shape[-1], "`cov`")
     check_precision(cov, "cov")
@@ -155,9 +146,8 @@ def gp_log_marginal(y: ArrayLike, cov: ArrayLike) -> Array:
 
 
 def _log_marginal(y: Array, cov: Array, what: str) -> Array:
-    """The log density for checked shapes. Nothing is inspected up front: an eager
-    result that is not finite is explained afterwards (NaN in ``y``, or a failed
-    factorisation), so a valid call pays for no check."""
+    """The log density for checked shapes; an eager result that is not finite is explained
+    afterwards (NaN in ``y``, or a failed factorisation), so a valid call pays for no check."""
     value = jnp.vectorize(_logpdf, signature="(n),(n,n)->()")(y, cov)
     check_factorised(value, cov, what, y=y)
     return value
@@ -166,10 +156,8 @@ def _log_marginal(y: Array, cov: Array, what: str) -> Array:
 class GPMarginal(Distribution):
     r"""Distribution of GP targets with the latent function integrated out.
 
-    :math:`y \sim \mathcal{N}(0, K + (\sigma^2 + \text{jitter}) I)`, where ``gram``
-    is :math:`K` and ``noise`` is :math:`\sigma`. ``log_prob`` uses
-    :func:`gp_log_marginal`, so a NumPyro observation site built on it gets the
-    fast gradient.
+    :math:`y \sim \mathcal{N}(0, K + (\sigma^2 + \text{jitter}) I)`, ``gram`` :math:`K` and
+    ``noise`` :math:`\sigma`. ``log_prob`` is :func:`gp_log_marginal`, with its fast gradient.
     """
 
     arg_constraints = {"gram": constraints.real_matrix, "noise": constraints.positive}
@@ -205,10 +193,8 @@ class GPMarginal(Distribution):
 
     @property
     def variance(self) -> Array:
-        return jnp.broadcast_to(
-            jnp.diagonal(self.covariance_matrix, axis1=-2, axis2=-1),
-            self.batch_shape + self.event_shape,
-        )
+        diagonal = jnp.diagonal(self.covariance_matrix, axis1=-2, axis2=-1)
+        return jnp.broadcast_to(diagonal, self.batch_shape + self.event_shape)
 
     def sample(self, key: Array, sample_shape: tuple[int, ...] = ()) -> Array:
         cov = self.covariance_matrix
@@ -228,14 +214,12 @@ class GPMarginal(Distribution):
 
 
 class GPPrediction(NamedTuple):
-    """Posterior predictive moments at test inputs, each of shape ``(M,)``."""
+    """Posterior predictive moments at test inputs, each of shape ``(M,)``: the mean of f (and
+    of y), the variance of the latent f, and that of a new observation y = f + noise."""
 
     mean: Array
-    """Predictive mean of f (and of y)."""
     var_f: Array
-    """Predictive variance of the latent function f."""
     var_y: Array
-    """Predictive variance of a new observation y = f + noise."""
 
 
 def predict(
@@ -246,16 +230,14 @@ def predict(
     noise: ArrayLike,
     jitter: float = JITTER,
 ) -> GPPrediction:
-    r"""Exact GP posterior predictive at ``x_test`` for fixed hyperparameters.
-
-    With :math:`C = K_{XX} + (\sigma^2 + \text{jitter}) I = LL^\top`:
-    mean :math:`K_{*X} C^{-1} y = (L^{-1} K_{X*})^\top L^{-1} y`, :math:`\operatorname{var} f_* = k_{**} - \lVert L^{-1} K_{X*} \rVert^2`,
+    r"""Exact GP posterior predictive at ``x_test``, shape ``(M,)`` or ``(M, D)``, for fixed
+    hyperparameters. With :math:`C = K_{XX} + (\sigma^2 + \text{jitter}) I = LL^\top`: mean
+    :math:`K_{*X} C^{-1} y = (L^{-1} K_{X*})^\top L^{-1} y`,
+    :math:`\operatorname{var} f_* = k_{**} - \lVert L^{-1} K_{X*} \rVert^2`,
     :math:`\operatorname{var} y_* = \operatorname{var} f_* + \sigma^2`.
 
     Args:
         kernel: ``kernel(x1, x2) -> Gram matrix``, e.g. ``pyrox_lite.kernels.RBF(1.0, 1.0)``.
-        x, y: training data, shapes ``(N,)`` or ``(N, D)``, and ``(N,)``.
-        x_test: test inputs, shape ``(M,)`` or ``(M, D)``.
         noise: observation noise standard deviation :math:`\sigma`.
 
     Pure and jit-able. Over posterior draws, loop with ``jax.lax.map`` or NumPyro's
@@ -274,13 +256,6 @@ def predict(
     with one_call():  # a kernel that registers NumPyro sites does so once
         k_xx, k_tx = kernel(x, x), kernel(x_test, x)
         k_tt = jax.vmap(lambda t: kernel(t[None], t[None])[0, 0])(x_test)
-    return _conditional(k_xx, k_tx, k_tt, y, noise, jitter)
-
-
-def _conditional(
-    k_xx: Array, k_tx: Array, k_tt: Array, y: Array, noise: Array, jitter: float
-) -> GPPrediction:
-    """The predictive moments from the Gram blocks (``k_tt`` its diagonal only)."""
     cov = k_xx + (noise**2 + jitter) * jnp.eye(k_xx.shape[0], dtype=k_xx.dtype)
     chol = jnp.linalg.cholesky(cov)
     check_factorised(chol, cov, "predict")

@@ -1,19 +1,18 @@
 """Parameter machinery: NumPyro sites that live with Equinox modules.
 
-* :class:`PyroxModule` registers sites ``"{scope}.{name}"`` with
-  :meth:`~PyroxModule.pyrox_sample` and :meth:`~PyroxModule.pyrox_param`; the scope
-  is the module's ``pyrox_name`` or its lower-cased class name.
-* :func:`pyrox_method` and :func:`one_call` make one *call*: asking twice for a site
-  returns the same value, and two modules that claim one site name are reported.
+* :class:`PyroxModule` registers sites ``"{scope}.{name}"`` (scope: ``pyrox_name``, or the
+  lower-cased class name) with :meth:`~PyroxModule.pyrox_sample` and
+  :meth:`~PyroxModule.pyrox_param`.
+* :func:`pyrox_method` and :func:`one_call` make one *call*: asking twice for a site returns the
+  same value, and two modules that claim one site name are reported.
 * :class:`PyroxParam` declares a field value (init, prior, constraint), which
-  :class:`Parameterized` resolves: prior -> ``numpyro.sample``; no prior ->
-  ``numpyro.param``; outside any NumPyro handler -> the init value.
-* :func:`param_field` declares such a field with its *domain* (positive for a
-  lengthscale); a prior or constraint reaching outside it is refused.
+  :class:`Parameterized` resolves: prior -> ``numpyro.sample``; no prior -> ``numpyro.param``;
+  outside any NumPyro handler -> the init value. :func:`param_field` gives such a field a
+  *domain* (positive for a lengthscale) that a prior or constraint may not reach outside.
 
-Nothing is stored outside the pytree: the per-call site cache is a context
-variable that exists only while the outermost call runs, so modules stay ordinary
-immutable pytrees under ``jit``, ``vmap``, ``grad``, ``tree_map`` and ``eqx.tree_at``.
+Nothing is stored outside the pytree: the per-call site cache is a context variable that exists
+only while the outermost call runs, so modules stay ordinary immutable pytrees under ``jit``,
+``vmap``, ``grad``, ``tree_map`` and ``eqx.tree_at``.
 """
 
 from __future__ import annotations
@@ -46,47 +45,35 @@ _CALL_SITES: contextvars.ContextVar[dict[str, tuple[object, Any]] | None] = cont
 
 
 def _inside_handler() -> bool:
-    """Whether any NumPyro effect handler (seed, trace, substitute, ...) is active.
-
-    NumPyro has no public way to ask this; its own ``sample`` and ``param`` read the
-    handler stack ``numpyro.primitives._PYRO_STACK``, and so does this function.
-    ``tests/unit/test_numpyro_internals.py`` fails, naming the attribute, if a NumPyro
-    release changes it.
-    """
+    """Whether any NumPyro effect handler (seed, trace, substitute, ...) is active. NumPyro has
+    no public way to ask: this reads its handler stack, ``numpyro.primitives._PYRO_STACK``, as
+    its own ``sample`` does (``tests/unit/test_numpyro_internals.py`` watches the attribute)."""
     return bool(numpyro.primitives._PYRO_STACK)
 
 
-def needs_handler(what: str) -> str:
-    """The error message for a random draw asked for outside any NumPyro handler."""
-    return (
-        f"{what} needs a NumPyro handler to draw from its prior: call the module inside a "
-        f"model run by MCMC/Predictive, or under `numpyro.handlers.seed(..., rng_seed=0)`."
-    )
+def require_handler(what: str) -> None:
+    """Raise unless a NumPyro handler is active, for ``what``, a random draw from a prior."""
+    if not _inside_handler():
+        raise RuntimeError(
+            f"{what} needs a NumPyro handler to draw from its prior: call the module inside a "
+            f"model run by MCMC/Predictive, or under `numpyro.handlers.seed(..., rng_seed=0)`."
+        )
 
 
 @contextlib.contextmanager
 def one_call() -> Iterator[None]:
-    """Treat everything inside the block as one call: each site is registered once.
-
-    :func:`pyrox_method` uses this; so does :func:`pyrox_lite.predict`, which
-    evaluates its kernel several times. Nested blocks share the outermost cache.
-    """
-    if _CALL_SITES.get() is not None:
-        yield
-        return
-    token = _CALL_SITES.set({})
+    """Treat everything inside the block as one call: each site is registered once. Nested
+    blocks (and :func:`pyrox_method` calls) share the outermost block's cache."""
+    token = _CALL_SITES.set({}) if _CALL_SITES.get() is None else None
     try:
         yield
     finally:
-        _CALL_SITES.reset(token)
+        if token is not None:
+            _CALL_SITES.reset(token)
 
 
 def pyrox_method(fn: F) -> F:
-    """Decorate a :class:`PyroxModule` method so that one call registers each site once.
-
-    Nested ``pyrox_method`` calls (a GP calling its kernel, a method calling
-    another) share the outermost call's cache.
-    """
+    """Decorate a :class:`PyroxModule` method so that one call registers each site once."""
 
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -100,20 +87,17 @@ class PyroxModule(eqx.Module):
     """An :class:`equinox.Module` that can register NumPyro sites.
 
     Attributes:
-        pyrox_name: scope of this module's site names (keyword-only). Defaults to
-            the lower-cased class name; give two instances of one class distinct
-            names when both appear in one model.
+        pyrox_name: scope of the site names (keyword-only); the lower-cased class name by
+            default. Give two instances of one class in one model distinct names.
     """
 
     pyrox_name: str | None = eqx.field(default=None, static=True, kw_only=True)
 
     @property
     def scope(self) -> str:
-        """Prefix of this module's site names."""
         return self.pyrox_name if self.pyrox_name is not None else type(self).__name__.lower()
 
     def site_name(self, name: str) -> str:
-        """The full NumPyro site name of ``name``: ``"{scope}.{name}"``."""
         return f"{self.scope}.{name}"
 
     def _register(self, name: str, make: Callable[[str], Any]) -> Any:
@@ -144,9 +128,8 @@ class PyroxModule(eqx.Module):
         return value
 
     def pyrox_sample(self, name: str, prior: Distribution) -> Array:
-        """Register (or, within one :func:`pyrox_method` call, reuse) the sample site ``"{scope}.{name}"``."""
-        if not _inside_handler():
-            raise RuntimeError(needs_handler(f"pyrox_sample({name!r})"))
+        """Register (or, within one call, reuse) the sample site ``"{scope}.{name}"``."""
+        require_handler(f"pyrox_sample({name!r})")
         return self._register(name, lambda site: numpyro.sample(site, prior))
 
     def pyrox_param(
@@ -164,19 +147,18 @@ class PyroxParam(eqx.Module):
     Args:
         init: initial (and plain-call) value.
         prior: a NumPyro distribution; if given, the parameter is a sample site.
-        constraint: support of a learnable parameter; defaults to the prior's
-            support, else to the domain its field declares (see :func:`param_field`),
-            else to the real line.
+        constraint: support of a learnable parameter; defaults to the prior's support, else
+            to the domain its field declares (see :func:`param_field`), else the real line.
 
-    A ``PyroxParam`` is a pytree whose leaves are ``init`` *and the prior's
-    parameters* (a NumPyro distribution is itself a pytree). So
-    ``jax.tree_util.tree_map(f, module)`` applies ``f`` to the priors' ``loc`` and
-    ``scale`` as well as to the values: that keeps a prior inside the module under
-    ``jit``, ``vmap`` and copies. To map the values only, stop at each
-    ``PyroxParam`` and rebuild it::
+    Its leaves are ``init`` *and the prior's parameters* (a NumPyro distribution is a pytree),
+    which keeps a prior inside the module under ``jit``, ``vmap`` and copies; so
+    ``jax.tree_util.tree_map(f, module)`` maps the priors' ``loc`` and ``scale`` too. To map
+    the values only, stop at each ``PyroxParam`` and rebuild it::
 
         jax.tree_util.tree_map(
-            lambda p: eqx.tree_at(lambda q: q.init, p, f(p.init)) if isinstance(p, PyroxParam) else p,
+            lambda p: (
+                eqx.tree_at(lambda q: q.init, p, f(p.init)) if isinstance(p, PyroxParam) else p
+            ),
             module,
             is_leaf=lambda node: isinstance(node, PyroxParam),
         )
@@ -200,16 +182,12 @@ class PyroxParam(eqx.Module):
         return domain if domain is not None else constraints.real
 
     def site_prior(self, name: str) -> Distribution | None:
-        """The prior of the site, of the init's shape: a prior of smaller shape is expanded
-        to it (``dist.LogNormal(0, 1)`` for a vector of lengthscales), one whose shape does
-        not broadcast to it is an error naming both shapes."""
+        """The prior, expanded to the init's shape (``dist.LogNormal(0, 1)`` for a vector of
+        lengthscales); a prior whose shape does not broadcast to it is an error."""
         if self.prior is None:
             return None
-        shape, have, event = (
-            tuple(np.shape(self.init)),
-            self.prior.batch_shape,
-            self.prior.event_shape,
-        )
+        shape = tuple(np.shape(self.init))
+        have, event = self.prior.batch_shape, self.prior.event_shape
         batch = shape[: len(shape) - len(event)]
         if have + event == shape:
             return self.prior
@@ -225,14 +203,13 @@ class PyroxParam(eqx.Module):
         return self.prior.expand(batch).to_event(len(batch))
 
     def check(self, name: str, domain: Constraint | None = None) -> None:
-        """Raise a ``ValueError`` naming ``name`` if the prior or the constraint reaches
-        outside ``domain`` (the field's declared domain), if the prior's shape does not fit
-        the init's, or if the init value is not finite or not in the support."""
+        """Raise a ``ValueError`` naming ``name`` if the prior's shape does not fit the init's,
+        the prior or constraint reaches outside ``domain``, or the init is not finite or not in
+        the support."""
         self.site_prior(name)
         if domain is not None:
-            _check_inside(
-                self.prior.support if self.prior is not None else None, domain, name, "prior"
-            )
+            prior_support = self.prior.support if self.prior is not None else None
+            _check_inside(prior_support, domain, name, "prior")
             _check_inside(self.constraint, domain, name, "constraint")
         value = concrete(self.init)
         if value is None:
@@ -242,55 +219,46 @@ class PyroxParam(eqx.Module):
         # The domain too: 0 is in the support of Uniform(0, 10) but not a valid lengthscale.
         for what, c in (("support", self._support_in(domain)), ("domain", domain)):
             if c is not None and not np.all(np.asarray(c(value))):
+                example = "a positive value" if _is(c, constraints.positive) else f"a value in {c}"
                 raise ValueError(
-                    f"Parameter {name!r}: init value {value} is outside its {what} {_name(c)}; "
-                    f"give an init inside it ({_example(c)})."
+                    f"Parameter {name!r}: init value {value} is outside its {what} "
+                    f"{type(c).__name__.strip('_')}; give an init inside it ({example})."
                 )
 
 
-def _name(c: Constraint) -> str:
-    return type(c).__name__.strip("_")
-
-
-def _example(c: Constraint) -> str:
-    return "a positive value" if isinstance(c, type(constraints.positive)) else f"a value in {c}"
+def _is(c: Constraint, kind: Constraint) -> bool:
+    return isinstance(c, type(kind))
 
 
 def _bounds(c: Constraint) -> tuple[float, float] | None:
-    """``(lower, upper)`` bounds of a constraint, ``None`` where they are unknown (a
-    constraint type this function does not know, or bounds that are traced)."""
+    """``(lower, upper)`` bounds of a constraint, ``None`` where unknown (an unknown constraint
+    type, or traced bounds)."""
     while hasattr(c, "base_constraint"):  # independent(positive, 1) and friends
         c = c.base_constraint
-    if isinstance(c, type(constraints.real)):
+    if _is(c, constraints.real):
         return -np.inf, np.inf
-    if isinstance(c, type(constraints.positive_ordered_vector)):
+    if _is(c, constraints.positive_ordered_vector):
         return 0.0, np.inf
     lower, upper = getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)
     if lower is None and upper is None:
         return None
-    bounds = []
-    for b, default in ((lower, -np.inf), (upper, np.inf)):
-        b = default if b is None else concrete(b)
-        if b is None:
-            return None
-        bounds.append(np.asarray(b, dtype=float))
-    return bounds[0], bounds[1]
+    bounds = [
+        default if b is None else concrete(b) for b, default in ((lower, -np.inf), (upper, np.inf))
+    ]
+    if any(b is None for b in bounds):
+        return None
+    return np.asarray(bounds[0], dtype=float), np.asarray(bounds[1], dtype=float)
 
 
 def _check_inside(support: Constraint | None, domain: Constraint, name: str, what: str) -> None:
-    """Raise unless the set ``support`` lies inside ``domain``.
-
-    Decided from the bounds of both sets: a continuous support may touch an open end
-    of the domain (``Uniform(0, 10)`` or ``TruncatedNormal(low=0)`` for a positive
-    parameter: the end has probability zero), a discrete one may not. A support whose
-    bounds are unknown (a custom constraint, or traced bounds) is let through.
-    """
+    """Raise unless the set ``support`` lies inside ``domain``, decided from their bounds: a
+    continuous support may touch an open end of the domain (``Uniform(0, 10)`` for a positive
+    parameter: the end has probability zero), a discrete one may not. Unknown bounds pass."""
     if support is None:
         return
     have, want = _bounds(support), _bounds(domain)
     if have is None or want is None:
         return
-    (lo, hi), (dlo, dhi) = have, want
     discrete = bool(getattr(support, "is_discrete", False))
 
     def within(end, dend, outside) -> bool:
@@ -298,12 +266,12 @@ def _check_inside(support: Constraint | None, domain: Constraint, name: str, wha
             return not discrete or bool(np.all(np.asarray(domain(dend))))
         return not np.any(outside(end, dend))
 
-    if within(lo, dlo, np.less) and within(hi, dhi, np.greater):
+    if within(have[0], want[0], np.less) and within(have[1], want[1], np.greater):
         return
     hint = (
         " Use a prior on the positive reals, such as dist.LogNormal, dist.HalfNormal, "
         "dist.Gamma or dist.TruncatedNormal(..., low=0.0)."
-        if isinstance(domain, type(constraints.positive))
+        if _is(domain, constraints.positive)
         else ""
     )
     raise ValueError(
@@ -313,37 +281,28 @@ def _check_inside(support: Constraint | None, domain: Constraint, name: str, wha
 
 
 def param_field(init: ArrayLike = 1.0, *, domain: Constraint = constraints.positive) -> Any:
-    """Declare a :class:`PyroxParam` field of a :class:`Parameterized` class, and its domain.
-
-    The default value is a learnable parameter, ``PyroxParam(init, constraint=domain)``;
-    a ``PyroxParam`` with neither prior nor constraint takes the domain as its
-    constraint. For example::
+    """Declare a :class:`PyroxParam` field of a :class:`Parameterized` class, and its domain::
 
         class Periodic(Kernel):
             period: PyroxParam = param_field(1.0)  # positive
             shift: PyroxParam = param_field(0.0, domain=constraints.real)
 
-    A prior or constraint that reaches outside the domain, say ``dist.Normal`` for a
-    lengthscale, is an error: the kernels and the noise depend on such a parameter only
-    through its square, so a real-line prior silently turns the posterior into its own
-    mirror image (draws of either sign, mean near zero). ``dist.HalfNormal`` is the
-    normal prior on the size; a field that really takes any real value says so with
-    ``domain=constraints.real``.
+    The default is a learnable ``PyroxParam(init, constraint=domain)``; a ``PyroxParam``
+    without prior or constraint takes the domain as its constraint. A prior or constraint
+    reaching outside the domain, say ``dist.Normal`` for a lengthscale, is an error: the
+    kernels and the noise use such a parameter only through its square, so a real-line prior
+    silently makes the posterior its own mirror image (draws of either sign, mean near zero).
+    ``dist.HalfNormal`` is the normal prior on the size.
     """
     return eqx.field(
-        default_factory=lambda: PyroxParam(init, constraint=domain),
-        metadata={"domain": domain},
+        default_factory=lambda: PyroxParam(init, constraint=domain), metadata={"domain": domain}
     )
 
 
 class Parameterized(PyroxModule):
-    """A :class:`PyroxModule` whose :class:`PyroxParam` fields resolve themselves.
-
-    Declare parameters as fields whose value is a ``PyroxParam``, then read them
-    with :meth:`get_param` inside a :func:`pyrox_method`. Declare a field with
-    :func:`param_field` to give it a domain: construction then fails for a
-    ``PyroxParam`` whose prior, constraint or init value lies outside it.
-    """
+    """A :class:`PyroxModule` whose :class:`PyroxParam` fields resolve themselves: read them
+    with :meth:`get_param` inside a :func:`pyrox_method`. Construction fails for a parameter
+    outside the domain its :func:`param_field` declares, or for two that share a site name."""
 
     def __check_init__(self) -> None:
         for name in self.param_names():
@@ -358,11 +317,8 @@ class Parameterized(PyroxModule):
 
     def param_names(self) -> tuple[str, ...]:
         """Names of the fields that hold a :class:`PyroxParam`."""
-        return tuple(
-            f.name
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), PyroxParam)
-        )
+        fields = dataclasses.fields(self)
+        return tuple(f.name for f in fields if isinstance(getattr(self, f.name), PyroxParam))
 
     def _domain(self, name: str) -> Constraint | None:
         """The domain the field ``name`` declares through :func:`param_field`, or ``None``."""
@@ -384,8 +340,7 @@ class Parameterized(PyroxModule):
 
     def get_param(self, name: str) -> Array:
         """The value of parameter ``name``: a sample site if it has a prior, else a
-        ``numpyro.param``; its init value outside any NumPyro handler. The parameter is
-        checked first, as at construction."""
+        ``numpyro.param``; its init value outside any NumPyro handler."""
         param = getattr(self, name, None)
         if not isinstance(param, PyroxParam):
             raise ValueError(

@@ -9,8 +9,8 @@ minibatch of :math:`B` points.
 The math lives in pure functions, used by the modules at the bottom of this file as the
 kernels' math is used by :mod:`pyrox_lite.kernels` and :mod:`pyrox_lite.gp`:
 
-* :func:`collapsed_bound`, :func:`optimal_q` (Titsias, 2009): for Gaussian noise the best
-  :math:`q(\mathbf u)` is known in closed form and the bound depends on θ and Z only;
+* :func:`collapsed` (Titsias, 2009): for Gaussian noise the best :math:`q(\mathbf u)` is known
+  in closed form and the bound depends on θ and Z only;
 * :func:`svgp_elbo`, :func:`whitened_kl` (Hensman, Fusi and Lawrence, 2013): the uncollapsed
   bound with an explicit :math:`q(\mathbf u)`, a sum over data points that a minibatch
   estimates without bias;
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -67,8 +68,8 @@ from .likelihood import JITTER, GPPrediction
 from .params import Parameterized, PyroxParam, one_call, param_field, pyrox_method
 
 __all__ = [
-    "collapsed_bound",
-    "optimal_q",
+    "Collapsed",
+    "collapsed",
     "svgp_elbo",
     "whitened_kl",
     "sparse_predict",
@@ -173,15 +174,25 @@ def _projection(kernel: Kernel, x: Array, z: Array, jitter: float) -> tuple[Arra
         return (chol, *_project(kernel, chol, z, x, jitter))
 
 
-def collapsed_bound(
+class Collapsed(NamedTuple):
+    r"""The collapsed bound and the whitened :math:`q(\mathbf v) = \mathcal N(\mathbf m, SS^\top)`
+    that attains it."""
+
+    bound: Array
+    q_mean: Array
+    q_sqrt: Array
+
+
+def collapsed(
     kernel: Kernel,
     x: ArrayLike,
     y: ArrayLike,
     z: ArrayLike,
     noise: ArrayLike,
     jitter: float = JITTER,
-) -> Array:
-    r"""The collapsed lower bound of Titsias (2009) on :math:`\log p(\mathbf y)`.
+) -> Collapsed:
+    r"""The collapsed lower bound of Titsias (2009) on :math:`\log p(\mathbf y)`, and the optimal
+    whitened :math:`q(\mathbf v)` for Gaussian noise, from one projection.
 
     With :math:`Q = A^\top A = \tilde K_{XZ} K_{ZZ}^{-1} \tilde K_{ZX}` (see the module's notes on
     :math:`A` and the jitter),
@@ -191,13 +202,21 @@ def collapsed_bound(
         \le \log \mathcal N(\mathbf y \mid 0, \tilde K_{XX} + \sigma^2 I).
 
     The first term is evaluated through the :math:`M \times M` matrix
-    :math:`B = I + \sigma^{-2} A A^\top = L_B L_B^\top`, with :math:`\mathbf c = L_B^{-1} A\mathbf y`:
+    :math:`B = I + \sigma^{-2} A A^\top = L_B L_B^\top`, with
+    :math:`\mathbf c = L_B^{-1} A\mathbf y`:
 
     .. math:: \log \mathcal N(\mathbf y \mid 0, Q + \sigma^2 I) = -\tfrac N2 \log 2\pi
         - N\log\sigma - \textstyle\sum_j \log (L_B)_{jj}
-        - \frac{1}{2\sigma^2}\left(\mathbf y^\top\mathbf y - \sigma^{-2}\mathbf c^\top\mathbf c\right).
+        - \frac{1}{2\sigma^2}\left(\mathbf y^\top\mathbf y
+        - \sigma^{-2}\mathbf c^\top\mathbf c\right).
 
-    The trace term is :math:`\sum_i d_i`. Cost :math:`O(NM^2)`, memory :math:`O(NM)`.
+    The trace term is :math:`\sum_i d_i`. Setting the derivatives of :func:`svgp_elbo` (all data,
+    no minibatch) with respect to :math:`\mathbf m` and :math:`SS^\top` to zero gives
+
+    .. math:: SS^\top = B^{-1}, \qquad \mathbf m = \sigma^{-2} B^{-1} A\mathbf y,
+
+    at which :func:`svgp_elbo` equals :math:`\mathcal L`; ``q_sqrt`` is the lower Cholesky
+    factor of :math:`B^{-1}`. Cost :math:`O(NM^2)`, memory :math:`O(NM)`.
 
     Args:
         kernel: ``kernel(x1, x2) -> Gram matrix``.
@@ -212,9 +231,8 @@ def collapsed_bound(
     check_positive(noise, "noise")
     _, a, d = _projection(kernel, x, z, jitter)
     s2 = noise**2
-    n, m = x.shape[0], z.shape[0]
-    b = jnp.eye(m, dtype=a.dtype) + (a @ a.T) / s2
-    chol_b = jnp.linalg.cholesky(b)
+    n, eye = x.shape[0], jnp.eye(z.shape[0], dtype=a.dtype)
+    chol_b = jnp.linalg.cholesky(eye + (a @ a.T) / s2)
     c = jsl.solve_triangular(chol_b, a @ y, lower=True)
     log_marginal = (
         -0.5 * n * _LOG_2PI
@@ -222,37 +240,9 @@ def collapsed_bound(
         - jnp.sum(jnp.log(jnp.diagonal(chol_b)))
         - 0.5 * (y @ y - (c @ c) / s2) / s2
     )
-    return log_marginal - 0.5 * jnp.sum(d) / s2
-
-
-def optimal_q(
-    kernel: Kernel,
-    x: ArrayLike,
-    y: ArrayLike,
-    z: ArrayLike,
-    noise: ArrayLike,
-    jitter: float = JITTER,
-) -> tuple[Array, Array]:
-    r"""The optimal whitened :math:`q(\mathbf v) = \mathcal N(\mathbf m, SS^\top)` for Gaussian noise.
-
-    Setting the derivatives of :func:`svgp_elbo` (all data, no minibatch) with respect to
-    :math:`\mathbf m` and :math:`SS^\top` to zero gives
-
-    .. math:: SS^\top = B^{-1}, \qquad \mathbf m = \sigma^{-2} B^{-1} A\mathbf y,
-        \qquad B = I + \sigma^{-2} A A^\top,
-
-    at which :func:`svgp_elbo` equals :func:`collapsed_bound`. Returns ``(m, S)``, ``S`` the
-    lower Cholesky factor of :math:`B^{-1}`.
-    """
-    x, y = check_data(x, y)
-    z = check_inducing(z, x, num_data=x.shape[0])
-    _, a, _ = _projection(kernel, x, z, jitter)
-    s2 = as_float(noise) ** 2
-    b = jnp.eye(z.shape[0], dtype=a.dtype) + (a @ a.T) / s2
-    chol_b = jnp.linalg.cholesky(b)
-    b_inv = jsl.cho_solve((chol_b, True), jnp.eye(z.shape[0], dtype=a.dtype))
-    mean = b_inv @ (a @ y) / s2
-    return mean, jnp.linalg.cholesky(0.5 * (b_inv + b_inv.T))
+    b_inv = jsl.cho_solve((chol_b, True), eye)
+    q_sqrt = jnp.linalg.cholesky(0.5 * (b_inv + b_inv.T))
+    return Collapsed(log_marginal - 0.5 * jnp.sum(d) / s2, b_inv @ (a @ y) / s2, q_sqrt)
 
 
 def whitened_kl(q_mean: ArrayLike, q_sqrt: ArrayLike) -> Array:
@@ -344,9 +334,9 @@ def sparse_predict(
 
     With :math:`\mathbf a_* = L^{-1}\tilde K_{Z*}`: mean :math:`\mathbf a_*^\top\mathbf m`,
     :math:`\operatorname{var} f_* = \tilde k_{**} - \lVert\mathbf a_*\rVert^2 + \lVert S^\top\mathbf a_*\rVert^2`,
-    :math:`\operatorname{var} y_* = \operatorname{var} f_* + \sigma^2`. With :func:`optimal_q`
-    these are the predictions of the collapsed bound; with :math:`Z = X` they are the exact GP's
-    (its latent variance plus :math:`\delta`).
+    :math:`\operatorname{var} y_* = \operatorname{var} f_* + \sigma^2`. With the ``q`` of
+    :func:`collapsed` these are the predictions of the collapsed bound; with :math:`Z = X` they
+    are the exact GP's (its latent variance plus :math:`\delta`).
     """
     z, _ = check_data(z, x_name="z")
     x_test, _ = check_data(x_test, x_name="x_test")
@@ -473,13 +463,9 @@ class SparseGP(eqx.Module):
     noise: Array = eqx.field(converter=as_float)
     jitter: float = eqx.field(default=JITTER, static=True)
 
-    def collapsed_bound(self, x: ArrayLike, y: ArrayLike) -> Array:
-        """:func:`collapsed_bound` at this module's values."""
-        return collapsed_bound(self.kernel, x, y, self.inducing, self.noise, self.jitter)
-
-    def optimal_q(self, x: ArrayLike, y: ArrayLike) -> tuple[Array, Array]:
-        """:func:`optimal_q` at this module's values."""
-        return optimal_q(self.kernel, x, y, self.inducing, self.noise, self.jitter)
+    def collapsed(self, x: ArrayLike, y: ArrayLike) -> Collapsed:
+        """:func:`collapsed` at this module's values."""
+        return collapsed(self.kernel, x, y, self.inducing, self.noise, self.jitter)
 
     def elbo(self, x, y, q_mean, q_sqrt, *, num_data: int | None = None) -> Array:
         """:func:`svgp_elbo` at this module's values."""
