@@ -34,6 +34,9 @@ CDN_CACHE = ROOT / "_build" / "cdn-cache"
 WIDTH, HEIGHT = 1280, 900
 MODES = ("light", "dark")
 SHOT_MAX_H = 8000  # taller pages are saved in several screenshots
+# The first screen of every page in each scheme; BOOK_SCREENSHOTS=full: whole pages in the light
+# one (about 10 s more). The layout checks cover whole pages either way.
+FULL_PAGES = os.environ.get("BOOK_SCREENSHOTS") == "full"
 THEME_TOGGLE = "button.myst-theme-button"  # the theme's light/dark switch
 IS_DARK = "document.documentElement.classList.contains('dark')"
 # The CDNs the theme loads KaTeX's CSS and fonts (and a few more) from: package@version/path.
@@ -287,12 +290,10 @@ async def visit_in(
             await page.click(THEME_TOGGLE)
             await page.wait_for_timeout(500)
         report = await page.evaluate(INSPECT, list(SCROLLS_BY_DESIGN))
-        # Whole pages in the first scheme; the first screen of each in the other (the layout
-        # checks above cover the whole page in both).
         stem = SHOTS / mode / (paths[file].strip("/").replace("/", "-") or "index")
         height = (
             await page.evaluate("document.documentElement.scrollHeight")
-            if mode == MODES[0]
+            if FULL_PAGES and mode == MODES[0]
             else HEIGHT
         )
         shots = [

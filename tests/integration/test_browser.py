@@ -21,8 +21,9 @@ one (the theme follows ``prefers-color-scheme``). A page fails when
 The pages are loaded in the background as soon as the book is built (``browser.BrowserRun``,
 started by ``conftest.finish_build``), while the other integration tests run; these tests run last.
 
-A screenshot of every page as a reader sees it, top to bottom in the light scheme and its
-first screen in the dark one, goes to ``_build/screenshots/{light,dark}/`` (git-ignored).
+A screenshot of the first screen of every page as a reader sees it, in each scheme, goes to
+``_build/screenshots/{light,dark}/`` (git-ignored); with ``BOOK_SCREENSHOTS=full`` the light
+ones are whole pages, top to bottom.
 
 Without a theme (offline, and no ``BOOK_THEME``) there is no HTML, and without
 ``chromium`` no browser: the tests then skip, saying why. ``BOOK_BROWSER_TEST=require``
