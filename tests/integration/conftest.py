@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -83,8 +84,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stopped as a group: the build and the jupyter-book it runs
+            # The unit tests run meanwhile, one process against the build's two kernels: at a
+            # lower priority the kernels take the CPU the unit tests leave, and the integration
+            # tests, which wait for both, start sooner.
+            preexec_fn=functools.partial(os.nice, 10),
         )
     config.stash[BUILD_KEY] = (proc, time.perf_counter())
+    # When the build ends, the browser starts loading the pages while the tests run.
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="book")
+    config.stash[FINISHED_KEY] = pool.submit(finish_build, config)
+    pool.shutdown(wait=False)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -115,10 +124,6 @@ def executed(request: pytest.FixtureRequest) -> None:
     proc, _ = config.stash[BUILD_KEY]
     while proc.poll() is None and not EXECUTED.is_file():
         time.sleep(0.2)
-    # When the render ends, the browser starts loading the pages while the other tests run.
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="book")
-    config.stash[FINISHED_KEY] = pool.submit(finish_build, config)
-    pool.shutdown(wait=False)
 
 
 def finish_build(config: pytest.Config) -> Book:
