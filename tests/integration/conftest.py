@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 BUILD_KEY = pytest.StashKey[tuple[subprocess.Popen, float]]()
+# The unit tests run beside the build, one process against its two notebook kernels: at a lower
+# priority the kernels take the CPU the unit tests leave, and the integration tests, which wait
+# for both, start sooner.
+NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -77,17 +81,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     EXECUTED.unlink(missing_ok=True)
     with OUTPUT.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "build_book.py")],
+            [*NICE, sys.executable, str(ROOT / "scripts" / "build_book.py")],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stopped as a group: the build and the jupyter-book it runs
-            # The unit tests run meanwhile, one process against the build's two kernels: at a
-            # lower priority the kernels take the CPU the unit tests leave, and the integration
-            # tests, which wait for both, start sooner.
-            preexec_fn=functools.partial(os.nice, 10),
         )
     config.stash[BUILD_KEY] = (proc, time.perf_counter())
     # When the build ends, the browser starts loading the pages while the tests run.
