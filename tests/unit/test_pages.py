@@ -159,6 +159,38 @@ def test_inline_eval_uses_names_defined_above(path: Path) -> None:
     assert missing == {}
 
 
+def evals_in_math(text: str) -> list[str]:
+    """The ``{eval}`` roles that stand inside ``$...$`` or ``$$...$$``, where MyST renders
+    them as the letters of their source instead of their value."""
+    found, math, i = [], False, 0
+    while i < len(text):
+        role = re.match(r"\{eval\}(`+)(.+?)\1", text[i:], re.DOTALL)
+        code = re.match(r"(`+).+?\1", text[i:], re.DOTALL)
+        if role:
+            found += [role.group(2)] if math else []
+            i += role.end()
+        elif code:
+            i += code.end()
+        else:
+            if text[i] == "$":
+                math = not math
+                i += 2 if text.startswith("$$", i) else 1
+                continue
+            i += 1
+    return found
+
+
+def test_eval_in_math_pattern() -> None:
+    assert evals_in_math("at $N = {eval}`n`$ and $$x = {eval}`y`$$") == ["n", "y"]
+    assert evals_in_math("$d$ = {eval}`d` so $d + 1$ = {eval}`d + 1`; `$x` {eval}`z`") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_eval_inside_math(path: Path) -> None:
+    found = {c["id"]: evals_in_math(source(c)) for c in cells(path) if c["cell_type"] == "markdown"}
+    assert {k: v for k, v in found.items() if v} == {}, "write $N =$ {eval}`n`, not $N = {eval}`n`$"
+
+
 ARTIFACT = re.compile(r"[\w-]+\.nc\b")
 
 
