@@ -15,7 +15,6 @@ while working on the tests themselves; ``make test`` always builds afresh).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import json
 import os
@@ -91,10 +90,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             start_new_session=True,  # stopped as a group: the build and the jupyter-book it runs
         )
     config.stash[BUILD_KEY] = (proc, time.perf_counter())
-    # Linux shares the CPU between sessions first (autogroups), and the build is a session of
-    # its own, where nice(1) ranks it only against itself: lower the whole session.
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{proc.pid}/autogroup").write_text("10")
     # When the build ends, the browser starts loading the pages while the tests run.
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="book")
     config.stash[FINISHED_KEY] = pool.submit(finish_build, config)
