@@ -26,7 +26,6 @@ import pytest
 import scipy.linalg
 import scipy.optimize
 from numpyro import handlers
-from numpyro.infer import MCMC, NUTS, init_to_value
 from numpyro.infer.autoguide import AutoLaplaceApproximation
 from numpyro.infer.util import potential_energy
 
@@ -523,7 +522,7 @@ def test_hessian_of_a_composite_with_a_matern_part(make, theta, book_data):
 def test_laplace_approximation_of_a_matern_model(book_data):
     """NumPyro's AutoLaplaceApproximation needs the Hessian of the potential: at the MAP of
     the book's model with a Matern 3/2 kernel, its standard deviations (of log theta) are
-    those of the finite-difference Hessian and close to the NUTS posterior's."""
+    those of the finite-difference Hessian of the potential."""
     x, y = book_data
     case = type("Case", (), {"name": "matern32", "parameterized": gp.Matern32})
     model, sites = pattern3(case)
@@ -540,13 +539,6 @@ def test_laplace_approximation_of_a_matern_model(book_data):
     sd = np.sqrt(np.diagonal(tril @ tril.T))
     fd_hessian = finite_difference_jacobian(jax.jit(jax.grad(fn)), fit.x)
     assert_rel(sd, np.sqrt(np.diagonal(np.linalg.inv(fd_hessian))), rtol=1e-6, what="Laplace sds")
-    init = init_to_value(values={sites[n]: np.exp(z) for n, z in zip(NAMES, fit.x)})
-    mcmc = MCMC(
-        NUTS(model, init_strategy=init), num_warmup=100, num_samples=300, progress_bar=False
-    )
-    mcmc.run(jax.random.key(0), x, y)
-    nuts_sd = np.array([np.std(np.log(mcmc.get_samples()[sites[name]])) for name in NAMES])
-    np.testing.assert_allclose(sd, nuts_sd, rtol=0.3)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS.values(), ids=PATTERNS.keys())

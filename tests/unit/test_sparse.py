@@ -420,7 +420,7 @@ SHARDED = textwrap.dedent(
 def test_a_minibatch_sharded_over_two_devices_gives_the_same_elbo_and_gradient():
     env = dict(
         os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
         JAX_PLATFORMS="cpu",
         OPENBLAS_NUM_THREADS="1",
     )
