@@ -16,7 +16,7 @@ export OPENBLAS_NUM_THREADS := 1
 # Notebooks turn NUTS progress bars off in non-interactive runs.
 export CI ?= true
 
-.PHONY: install book serve test bench clean
+.PHONY: install book serve test test-unit test-book bench clean
 
 # A local copy of the site theme for building the HTML offline (scripts/build_book.py reads
 # it from the environment); empty: downloaded at build time.
@@ -40,10 +40,19 @@ serve:
 	@test -f _build/html/index.html || { echo "no _build/html/index.html: run make book first" >&2; exit 1; }
 	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
-# Unit tests, with one build of the book (every notebook executed once) running beside them,
-# then the checks of what it built: pages, posterior agreement, the site in a browser.
+# Two pytest processes side by side, each printing its report when it ends. The book's tests
+# build the book once (every notebook executed, compiled as `make book` compiles it) and check
+# what it built: pages, posterior agreement, the site in a browser. The unit tests run most of
+# their programs once, so compiling them is most of their cost: XLA's backend optimisation is
+# off there. Plain `pytest` runs both in one process, with XLA's defaults.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-unit test-book
+
+test-unit: $(STAMP)
+	XLA_FLAGS="$$XLA_FLAGS --xla_backend_optimization_level=0" $(BIN)/python -m pytest tests/unit
+
+test-book: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
 
 # Times the models (a few minutes) and rewrites benchmarks/results.json, which the
 # performance page renders; benchmarks/sparse.py then adds the sparse GPs' key to it.

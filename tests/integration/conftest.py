@@ -76,9 +76,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("CI", "true")
     env.pop("BASE_URL", None)  # the browser tests serve the site at the root
-    # The notebooks compile as `make book` compiles them, without the tests' flag (conftest.py).
-    flags = env.get("XLA_FLAGS", "").split()
-    env["XLA_FLAGS"] = " ".join(f for f in flags if f != "--xla_backend_optimization_level=0")
     LOGS.mkdir(parents=True, exist_ok=True)
     VERDICT.unlink(missing_ok=True)
     EXECUTED.unlink(missing_ok=True)
