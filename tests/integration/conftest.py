@@ -5,9 +5,8 @@ runs in the background while the unit tests run. It executes every notebook of t
 contents once (side by side, one per core), which writes the posterior artifacts
 (``notebooks/artifacts/``); then it renders every page's content (``_build/site/content/``)
 and the HTML site the browser tests load (``_build/html/``). The integration tests wait for
-the first part (fixture ``executed``), but for those of modules marked ``before_build`` that
-do not ask for it, which run first; those that read the site ask for ``book``, which waits for
-the second, and run last, while the browser loads the pages in the background.
+the first part (fixture ``executed``); those that read the site ask for ``book``, which waits
+for the second, and run last, while the browser loads the pages in the background.
 
 ``pytest --reuse-book`` tests what an earlier build left in ``_build`` instead (quicker
 while working on the tests themselves; ``make test`` always builds afresh).
@@ -115,38 +114,16 @@ EXECUTED = LOGS / "executed.json"  # the build writes it once every notebook has
 FINISHED_KEY = pytest.StashKey[concurrent.futures.Future]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def executed(request: pytest.FixtureRequest) -> None:
-    """Waits until the notebooks have run: their artifacts and executed copies are then
-    written. The site still renders; the tests that read it ask for ``book``."""
+    """Every integration test waits until the notebooks have run: their artifacts and executed
+    copies are then written. The site still renders; the tests that read it ask for ``book``."""
     config = request.config
     if config.getoption("--reuse-book"):
         return
     proc, _ = config.stash[BUILD_KEY]
     while proc.poll() is None and not EXECUTED.is_file():
         time.sleep(0.2)
-
-
-BEFORE_BUILD = "before_build"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        f"{BEFORE_BUILD}: a module whose tests wait for the notebooks only where they ask for "
-        "`executed` (or `artifacts`, `book`); the others run while the notebooks execute",
-    )
-
-
-def waits(item: pytest.Item) -> bool:
-    return item.get_closest_marker(BEFORE_BUILD) is None or "executed" in item.fixturenames
-
-
-@pytest.fixture(scope="module", autouse=True)
-def after_the_notebooks(request: pytest.FixtureRequest) -> None:
-    """Every integration module waits for the notebooks, but those marked ``before_build``."""
-    if request.node.get_closest_marker(BEFORE_BUILD) is None:
-        request.getfixturevalue("executed")
 
 
 def finish_build(config: pytest.Config) -> Book:
@@ -185,7 +162,7 @@ PATTERNS = ("pattern1", "pattern2", "pattern3")
 
 
 @pytest.fixture(scope="session")
-def artifacts(executed) -> dict:
+def artifacts() -> dict:
     """The posterior files of the three pattern notebooks (ArviZ InferenceData), read once."""
     import arviz as az
 
@@ -226,12 +203,11 @@ BROWSER_TESTS_KEY = pytest.StashKey[bool]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The tests that need no notebook run first, while the notebooks execute; the tests of the
-    rendered site run last, the browser's at the very end: the site renders, then the pages load
-    in the background, while the tests of the executed notebooks run."""
+    """The tests of the rendered site run last, the browser's at the very end: the site renders,
+    then the pages load in the background, while the tests of the executed notebooks run."""
     config.stash[BROWSER_TESTS_KEY] = any(i.path.name == "test_browser.py" for i in items)
-    last = {"test_book.py": 2, "test_browser.py": 3}
-    items.sort(key=lambda i: last.get(i.path.name, int(waits(i))))  # stable within each group
+    last = {"test_book.py": 1, "test_browser.py": 2}
+    items.sort(key=lambda i: last.get(i.path.name, 0))  # stable: the order within each is kept
 
 
 BOOK_KEY = pytest.StashKey[Book]()

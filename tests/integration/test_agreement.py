@@ -35,7 +35,6 @@ jax.config.update("jax_enable_x64", True)
 
 PATTERNS = ("pattern1", "pattern2", "pattern3")
 CHECK_NAMES = tuple(f"check_{name}" for name in ref.NAMES)
-pytestmark = pytest.mark.before_build  # the tests of the artifacts wait for them
 
 
 @pytest.fixture(scope="module")

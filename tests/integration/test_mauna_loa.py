@@ -43,7 +43,6 @@ jax.config.update("jax_enable_x64", True)
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "notebooks" / "artifacts" / "mauna_loa.nc"
 RTOL = 1e-10
-pytestmark = pytest.mark.before_build  # only the artifact's test waits for the notebooks
 
 
 def load():
@@ -330,7 +329,7 @@ def test_type_ii_maximum_likelihood_matches_scikit_learn():
     )
 
 
-def test_the_chapter_artifact(executed):
+def test_the_chapter_artifact():
     if not ARTIFACT.is_file():
         pytest.fail(
             f"{ARTIFACT} not found: run notebooks/07_mauna_loa.ipynb first "
