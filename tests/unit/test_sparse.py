@@ -123,11 +123,17 @@ def random_q(m, seed=0):
 # ---------------------------------------------------------------------------
 # The collapsed bound
 
+# Compiled whole, once per shape: run op by op, each of their operations would be compiled on
+# its own for every new shape, most of these tests' time. The bad-input tests call them as is.
+collapsed, svgp_elbo, sparse_predict = (
+    jax.jit(f) for f in (sparse.collapsed, sparse.svgp_elbo, sparse.sparse_predict)
+)
+
 
 @pytest.mark.parametrize("x, y", [(X, Y), (X2, Y2)], ids=["1d", "2d"])
 def test_collapsed_bound_with_z_equal_x_is_the_exact_log_marginal(x, y):
     exact = gp_log_marginal(y, KERNEL(x, x) + (NOISE**2 + JITTER) * np.eye(N))
-    bound = sparse.collapsed(KERNEL, x, y, x, NOISE).bound
+    bound = collapsed(KERNEL, x, y, x, NOISE).bound
     assert rel(bound, exact) <= 1e-8, (bound, exact)
 
 
@@ -136,7 +142,7 @@ def test_collapsed_bound_with_other_z_is_lower():
     gaps = []
     for m, seed in [(3, 0), (10, 1), (30, 2), (79, 3)]:
         z = np.random.default_rng(seed).uniform(-3.0, 3.0, m)
-        gaps.append(exact - float(sparse.collapsed(KERNEL, X, Y, z, NOISE).bound))
+        gaps.append(exact - float(collapsed(KERNEL, X, Y, z, NOISE).bound))
     assert all(g > 0 for g in gaps), gaps
     assert gaps[0] > gaps[1] > 1e-6, gaps  # more inducing points, a tighter bound here
 
@@ -145,16 +151,16 @@ def test_collapsed_bound_with_other_z_is_lower():
 def test_bounds_and_predictions_equal_the_numpy_reference(x, y, m):
     z = x[:: N // m][:m] + 0.01  # near the data, never on it
     q_mean, q_sqrt = random_q(m)
-    assert rel(sparse.collapsed(KERNEL, x, y, z, NOISE).bound, ref_collapsed(x, y, z)) <= 1e-9
+    assert rel(collapsed(KERNEL, x, y, z, NOISE).bound, ref_collapsed(x, y, z)) <= 1e-9
     assert (
         rel(
-            sparse.svgp_elbo(KERNEL, x, y, z, q_mean, q_sqrt, NOISE),
+            svgp_elbo(KERNEL, x, y, z, q_mean, q_sqrt, NOISE),
             ref_svgp(x, y, z, q_mean, q_sqrt),
         )
         <= 1e-9
     )
     x_test = x[:7] + 0.05
-    pred = sparse.sparse_predict(KERNEL, z, q_mean, q_sqrt, x_test, NOISE)
+    pred = sparse_predict(KERNEL, z, q_mean, q_sqrt, x_test, NOISE)
     mean, var, *_ = ref_q_f(x_test, z, q_mean, q_sqrt)
     assert rel(pred.mean, mean) <= 1e-9
     assert rel(pred.var_f, var) <= 1e-9
@@ -162,9 +168,9 @@ def test_bounds_and_predictions_equal_the_numpy_reference(x, y, m):
 
 
 def test_with_z_equal_x_the_predictions_are_the_exact_gps():
-    _, q_mean, q_sqrt = sparse.collapsed(KERNEL, X, Y, X, NOISE)
+    _, q_mean, q_sqrt = collapsed(KERNEL, X, Y, X, NOISE)
     x_test = np.linspace(-3.2, 3.2, 9) + 1e-3
-    ours = sparse.sparse_predict(KERNEL, X, q_mean, q_sqrt, x_test, NOISE)
+    ours = sparse_predict(KERNEL, X, q_mean, q_sqrt, x_test, NOISE)
     exact = predict(KERNEL, X, Y, x_test, NOISE)
     assert rel(ours.mean, exact.mean) <= 1e-7
     # the latent process of the sparse GP carries the jitter's white noise, delta
@@ -177,15 +183,15 @@ def test_with_z_equal_x_the_predictions_are_the_exact_gps():
 
 def test_svgp_bound_at_the_optimal_q_is_the_collapsed_bound():
     z = np.linspace(-2.9, 2.9, 14)
-    bound, q_mean, q_sqrt = sparse.collapsed(KERNEL, X, Y, z, NOISE)
-    best = sparse.svgp_elbo(KERNEL, X, Y, z, q_mean, q_sqrt, NOISE)
+    bound, q_mean, q_sqrt = collapsed(KERNEL, X, Y, z, NOISE)
+    best = svgp_elbo(KERNEL, X, Y, z, q_mean, q_sqrt, NOISE)
     assert rel(best, bound) <= 1e-8
     # ... and it is the maximum over q: moving away from it lowers the bound
     for seed in range(3):
         dm, ds = random_q(14, seed)
-        worse = sparse.svgp_elbo(KERNEL, X, Y, z, q_mean + 0.05 * dm, q_sqrt * 1.05, NOISE)
+        worse = svgp_elbo(KERNEL, X, Y, z, q_mean + 0.05 * dm, q_sqrt * 1.05, NOISE)
         assert worse < best
-    grad = jax.grad(lambda m: sparse.svgp_elbo(KERNEL, X, Y, z, m, q_sqrt, NOISE))(q_mean)
+    grad = jax.grad(lambda m: svgp_elbo(KERNEL, X, Y, z, m, q_sqrt, NOISE))(q_mean)
     assert np.max(np.abs(grad)) <= 1e-8
 
 
