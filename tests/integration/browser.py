@@ -305,7 +305,7 @@ async def visit_in(
         for i, shot in enumerate(shots):
             top = i * SHOT_MAX_H
             clip = {"x": 0, "y": top, "width": WIDTH, "height": min(SHOT_MAX_H, height - top)}
-            await page.screenshot(path=shot, full_page=True, clip=clip)
+            await page.screenshot(path=shot, full_page=height > HEIGHT, clip=clip)
         allowed = tuple(MAY_FAIL)
         found[file, mode] = Visit(
             url,
