@@ -46,6 +46,7 @@ serve:
 # their programs once, so compiling them is most of their cost: XLA's backend optimisation is
 # off there. Plain `pytest` runs both in one process, with XLA's defaults.
 test: $(STAMP)
+	@echo "Unit tests and the book's tests run side by side; each prints its report when it ends."
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-unit test-book
 
 test-unit: $(STAMP)
