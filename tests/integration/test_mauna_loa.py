@@ -18,6 +18,7 @@ BLAS runs single-threaded (the repository's conftest.py sets OPENBLAS_NUM_THREAD
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -216,11 +217,18 @@ def check_points(n=4, seed=11):
     ]
 
 
-def value_and_grad(model, th):
+@functools.cache
+def log_joint_program(model):
+    """The model's log joint and its gradient as one compiled function of the vector of NAMES."""
+
     def f(vec):
         return log_density(model, (X, Y), {}, dict(zip(NAMES, vec)))[0]
 
-    value, grad = jax.jit(jax.value_and_grad(f))(jnp.array([th[n] for n in NAMES]))
+    return jax.jit(jax.value_and_grad(f))
+
+
+def value_and_grad(model, th):
+    value, grad = log_joint_program(model)(jnp.array([th[n] for n in NAMES]))
     return float(value), np.asarray(grad)
 
 
