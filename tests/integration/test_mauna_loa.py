@@ -18,7 +18,6 @@ BLAS runs single-threaded (the repository's conftest.py sets OPENBLAS_NUM_THREAD
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -217,18 +216,11 @@ def check_points(n=4, seed=11):
     ]
 
 
-@functools.cache
-def log_joint_program(model):
-    """The model's log joint and its gradient as one compiled function of the vector of NAMES."""
-
+def value_and_grad(model, th):
     def f(vec):
         return log_density(model, (X, Y), {}, dict(zip(NAMES, vec)))[0]
 
-    return jax.jit(jax.value_and_grad(f))
-
-
-def value_and_grad(model, th):
-    value, grad = log_joint_program(model)(jnp.array([th[n] for n in NAMES]))
+    value, grad = jax.jit(jax.value_and_grad(f))(jnp.array([th[n] for n in NAMES]))
     return float(value), np.asarray(grad)
 
 

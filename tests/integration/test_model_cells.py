@@ -17,7 +17,6 @@ latent sample sites, whatever their scope, must end in ``lengthscale``, ``amplit
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import subprocess
@@ -139,30 +138,16 @@ def run_alone(source: str, points: list[dict[str, float]], cwd: Path) -> dict:
     return json.loads(results[0].removeprefix("RESULT "))
 
 
-@pytest.fixture(scope="module")
-def alone(artifacts, tmp_path_factory) -> dict[str, concurrent.futures.Future]:
-    """Each pattern's model cells run alone at its artifact's check points, in an interpreter
-    of its own; the three are independent, so they run side by side."""
-    pool = concurrent.futures.ThreadPoolExecutor(len(PATTERNS))
-    runs = {}
-    for pattern, notebook in PATTERNS.items():
-        constant = artifacts[pattern].constant_data
-        check = np.column_stack([constant[f"check_{name}"].values for name in ref.NAMES])
-        points = [dict(zip(ref.NAMES, map(float, theta))) for theta in check]
-        cells = "\n\n".join(s for _, s in model_cells(read(notebook)))
-        source = f"{cells}\n\n{DATA_LINES}\n{HARNESS}"
-        runs[pattern] = pool.submit(run_alone, source, points, tmp_path_factory.mktemp(pattern))
-    pool.shutdown(wait=False)
-    return runs
-
-
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_model_cells_alone_give_the_notebooks_log_joint(artifacts, alone, pattern):
+def test_model_cells_alone_give_the_notebooks_log_joint(artifacts, pattern, tmp_path):
     constant = artifacts[pattern].constant_data
     check = np.column_stack([constant[f"check_{name}"].values for name in ref.NAMES])
     np.testing.assert_array_equal(check, ref.check_points(), err_msg=f"{pattern}: check points")
     recorded = constant["check_log_joint"].values
-    result = alone[pattern].result()
+
+    cells = "\n\n".join(s for _, s in model_cells(read(PATTERNS[pattern])))
+    points = [dict(zip(ref.NAMES, map(float, theta))) for theta in check]
+    result = run_alone(f"{cells}\n\n{DATA_LINES}\n{HARNESS}", points, tmp_path)
 
     short = sorted(name.rsplit(".", 1)[-1] for name in result["latent"])
     assert short == sorted(ref.NAMES), f"{pattern}: latent sites {result['latent']}"
