@@ -1,10 +1,16 @@
 """scripts/build_book.py without Jupyter Book: the table of contents, the execution of a
-notebook (``{eval}`` expressions, a failing cell), the staging copy, the theme."""
+notebook (``{eval}`` expressions, a failing cell), the staging copy, the theme, the cores the
+kernels run on."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import build_book
 import nbformat
@@ -171,3 +177,29 @@ def test_a_failed_build_exits_non_zero_and_says_why_in_its_verdict(
         "error": "07_x.ipynb: ValueError",
     }
     assert "error: 07_x.ipynb: ValueError" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not build_book.CORES, reason="no CPU affinity on this platform")
+def test_each_worker_keeps_its_kernels_on_a_core_of_its_own(tmp_path, monkeypatch) -> None:
+    toc = [{"file": f"{n}.ipynb"} for n in "abcdef"]
+    (tmp_path / "myst.yml").write_text(json.dumps({"project": {"toc": toc}}))
+    for name, path in [("ROOT", tmp_path), ("BUILD", tmp_path / "_build")]:
+        monkeypatch.setattr(build_book, name, path)
+    monkeypatch.setattr(build_book, "STAGE", tmp_path / "_build" / "book")
+    monkeypatch.setattr(build_book, "EXECUTED_FILE", tmp_path / "executed.json")
+    workers = defaultdict(list)  # for each worker thread, the cores its kernels may run on
+
+    def execute(notebook: Path, out: Path) -> None:
+        kernel = "import os; print(*os.sched_getaffinity(0))"
+        cores = subprocess.check_output([sys.executable, "-c", kernel], text=True).split()
+        workers[threading.get_ident()].append(tuple(cores))
+
+    monkeypatch.setattr(build_book, "execute", execute)
+    rendered = SimpleNamespace(returncode=0)  # the render is not run
+    monkeypatch.setattr(build_book, "subprocess", SimpleNamespace(run=lambda *a, **k: rendered))
+    build_book.build(None, jobs=2)
+    assert sum(map(len, workers.values())) == 6
+    for kernels in workers.values():  # one core, the same for each kernel of a worker
+        assert len(kernels[0]) == 1 and set(kernels) == {kernels[0]}
+    if len(build_book.CORES) >= 2:  # and a core of its own
+        assert len({kernels[0] for kernels in workers.values()}) == len(workers)
