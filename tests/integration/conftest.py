@@ -72,9 +72,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(item.path.is_relative_to(Path(__file__).parent) for item in session.items):
         return
-    env = dict(os.environ)
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    env.setdefault("CI", "true")
+    env = dict(os.environ)  # with build_book.KERNEL_ENV, which the root conftest.py sets
     env.pop("BASE_URL", None)  # the browser tests serve the site at the root
     LOGS.mkdir(parents=True, exist_ok=True)
     VERDICT.unlink(missing_ok=True)
